@@ -1,0 +1,380 @@
+"""The typed configuration of one run, loaded from YAML/JSON and validated at the edge.
+
+Every field has a docstring-like comment; unknown keys are rejected; every error names its field
+(``train.crop_size: must be ...``). ``validate(config)`` checks what needs the file system and the
+registries (dataset folders, backbone names) so that the CLI, the web form and the API accept and
+reject exactly the same configs before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("source_only", "self_training", "duda", "oracle")
+DATASET_KINDS = ("toy", "gta5", "synthia", "cityscapes", "acdc", "dark_zurich", "custom")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; ``field`` is its dotted path (``train.crop_size``)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+@dataclass
+class ClassesConfig:
+    preset: str = "cityscapes"  # "cityscapes" or "custom"
+    names: list[str] = field(default_factory=list)  # custom only: one name per class id
+    colours: list[list[int]] = field(default_factory=list)  # custom only: RGB per class id
+    ignore_index: int = 255  # label value that is never trained on or scored
+
+
+@dataclass
+class DatasetConfig:
+    kind: str = "toy"  # one of DATASET_KINDS
+    root: str = ""  # dataset folder (real layouts, custom); toy: cache folder ("" = default)
+    domain: str = ""  # toy: synthetic_a | synthetic_b | real | fog | night
+    toy_size: str = "demo"  # toy: demo | full
+    condition: str = ""  # acdc: fog | night | rain | snow
+    train_split: str = "train"  # split used for training
+    val_split: str = "val"  # split used for evaluation (target only)
+    image_dir: str = ""  # custom: image folder relative to root
+    label_dir: str = ""  # custom: label folder relative to root (matched by file stem)
+    list_file: str = ""  # custom: optional "image label" pairs, one per line, relative to root
+    label_suffix: str = ""  # custom: suffix of a label's stem, e.g. "_gtFine_labelTrainIds"
+    resize: list[int] = field(default_factory=list)  # [W, H] each image is resized to fit first
+
+
+@dataclass
+class ModelConfig:
+    student: str = "mit_b0"  # the deployed network (every method trains it)
+    auxiliary: str = "mit_b5"  # DUDA's large student and EMA teacher
+    student_pretrained: str = ""  # local ImageNet weights file for the student's encoder
+    auxiliary_pretrained: str = ""  # local ImageNet weights file for the auxiliary encoder
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 6e-5  # encoder learning rate
+    head_lr_mult: float = 10.0  # decoder lr = lr * this
+    weight_decay: float = 0.01
+    warmup_iters: int = 1500  # linear warm-up length
+    poly_power: float = 1.0  # polynomial decay after warm-up
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 40000
+    batch_size: int = 2  # per domain: batch_size source + batch_size target images
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])  # [H, W]
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])  # random resize
+    eval_interval: int = 4000  # iterations between evaluations (0 = only at the end)
+    checkpoint_interval: int = 4000  # iterations between full checkpoints (0 = only at the end)
+    log_interval: int = 50  # iterations between metric callbacks
+    num_samples: int = 4  # target val images whose predictions are sent at each evaluation
+    num_workers: int = 2  # data loader processes
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    max_val_images: int = 0  # evaluate on at most this many val images (0 = all)
+
+
+@dataclass
+class SelfTrainingConfig:
+    ema_alpha: float = 0.999  # upper bound of the EMA factor
+    pseudo_threshold: float = 0.968  # confidence threshold for the pseudo-label weight
+    ignore_top: int = 0  # rows ignored at the top of target crops (DAFormer: 15 on Cityscapes)
+    ignore_bottom: int = 0  # rows ignored at the bottom (DAFormer: 120 on Cityscapes)
+    classmix: bool = True
+    color_jitter_strength: float = 0.2
+    color_jitter_p: float = 0.8
+    blur: bool = True
+    rare_class_sampling: bool = True
+    rcs_temperature: float = 0.01
+    rcs_min_pixels: int = 3000  # at 512x512 crops; scaled with the crop area
+    fdist_weight: float = 0.0  # ImageNet feature distance (needs pretrained weights)
+    mic_weight: float = 0.0  # masked image consistency loss weight (0 = off)
+    mic_mask_ratio: float = 0.7
+    mic_block_size: int = 64
+
+
+@dataclass
+class DudaConfig:
+    pre_adaptation: float = 0.25  # share of iterations with hard pseudo-labels only (KD off)
+    ramp: float = 0.25  # share of iterations over which the KD weight ramps up
+    ramp_shape: str = "linear"  # linear | cosine | step
+    handover: bool = False  # reading (b): the hard target loss falls as KD rises
+    kd_weight: float = 1.0
+    temperature: float = 2.0
+    kd_on_source: bool = False
+    inconsistency: bool = True
+    inconsistency_gamma: float = 1.0
+    inconsistency_momentum: float = 0.99
+    inconsistency_clip: list[float] = field(default_factory=lambda: [0.5, 3.0])
+    inconsistency_on_kd: bool = False
+    inconsistency_during_pre_adaptation: bool = False
+    teachers: list[str] = field(default_factory=lambda: ["ema"])  # ema, auxiliary, student_ema
+    frozen_teachers: list[str] = field(default_factory=list)  # checkpoint files of earlier runs
+    fusion: str = "mean"  # mean | confidence
+    frozen_teachers_on_cpu: bool = False
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "whole"  # whole | slide
+    window: list[int] = field(default_factory=lambda: [512, 512])  # slide: [H, W]
+    stride: list[int] = field(default_factory=lambda: [341, 341])  # slide: [H, W]
+    class_subset: str = ""  # "" (all) | synthia16 | synthia13
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "run"
+    method: str = "source_only"  # one of METHODS
+    seed: int = 0
+    output_dir: str = "runs/run"  # checkpoints, config and predictions go here
+    classes: ClassesConfig = field(default_factory=ClassesConfig)
+    source: DatasetConfig = field(default_factory=DatasetConfig)
+    target: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
+    duda: DudaConfig = field(default_factory=DudaConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: dict -> dataclasses, with unknown keys and wrong types rejected by field name.
+# --------------------------------------------------------------------------------------------
+
+
+def _convert(value: Any, annotation: Any, path: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"must be a mapping, got {type(value).__name__}")
+        return _build(annotation, value, path)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"must be a list, got {type(value).__name__}")
+        (item_type,) = typing.get_args(annotation)[:1] or (Any,)
+        return [_convert(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unions are not supported in config fields ({path})")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(where, f"unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _convert(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Build a config from plain data; raises ConfigError naming the first wrong field."""
+    if not isinstance(data, dict):
+        raise ConfigError("", "a config must be a mapping at the top level")
+    config = _build(ExperimentConfig, data)
+    check_values(config)
+    return config
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read a YAML or JSON config file; ``overrides`` maps dotted keys to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ConfigError("", f"config file {path} is not valid {path.suffix[1:].upper()}: {error}") from None
+    data = data or {}
+    for dotted, value in (overrides or {}).items():
+        apply_override(data, dotted, value)
+    return config_from_dict(data)
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``, creating mappings on the way."""
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(dotted, "cannot override inside a non-mapping value")
+    node[keys[-1]] = value
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of values (no file system) and of resources (datasets, backbones).
+# --------------------------------------------------------------------------------------------
+
+
+def _require(condition: bool, field_path: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(field_path, message)
+
+
+def check_values(c: ExperimentConfig) -> None:
+    """Value checks that need nothing but the config itself."""
+    _require(bool(c.name.strip()), "name", "must not be empty")
+    _require(c.method in METHODS, "method", f"unknown method {c.method!r} (known: {', '.join(METHODS)})")
+    _require(c.seed >= 0, "seed", "must be >= 0")
+
+    _require(c.classes.preset in ("cityscapes", "custom"), "classes.preset", "must be 'cityscapes' or 'custom'")
+    if c.classes.preset == "custom":
+        _require(len(c.classes.names) >= 2, "classes.names", "a custom class list needs at least two names")
+        _require(
+            len(c.classes.colours) == len(c.classes.names),
+            "classes.colours",
+            f"needs one RGB colour per class ({len(c.classes.names)})",
+        )
+        for i, colour in enumerate(c.classes.colours):
+            _require(
+                len(colour) == 3 and all(0 <= v <= 255 for v in colour),
+                f"classes.colours[{i}]",
+                "must be [R, G, B] with values in 0..255",
+            )
+    _require(0 <= c.classes.ignore_index <= 65535, "classes.ignore_index", "must be in 0..65535")
+
+    for name in ("source", "target"):
+        d: DatasetConfig = getattr(c, name)
+        _require(d.kind in DATASET_KINDS, f"{name}.kind", f"unknown dataset kind {d.kind!r} (known: {', '.join(DATASET_KINDS)})")
+        if d.kind == "toy":
+            _require(
+                d.domain in ("synthetic_a", "synthetic_b", "real", "fog", "night"),
+                f"{name}.domain",
+                "toy domain must be one of synthetic_a, synthetic_b, real, fog, night",
+            )
+            _require(d.toy_size in ("demo", "full"), f"{name}.toy_size", "must be 'demo' or 'full'")
+        else:
+            _require(bool(d.root), f"{name}.root", f"a {d.kind} dataset needs its folder")
+        if d.kind == "acdc":
+            _require(d.condition in ("fog", "night", "rain", "snow"), f"{name}.condition", "must be fog, night, rain or snow")
+        if d.kind == "custom":
+            _require(
+                bool(d.list_file) or (bool(d.image_dir) and bool(d.label_dir)),
+                f"{name}.image_dir",
+                "a custom dataset needs image_dir and label_dir, or a list_file",
+            )
+        if d.resize:
+            _require(len(d.resize) == 2 and min(d.resize) >= 8, f"{name}.resize", "must be [W, H], each >= 8")
+        if c.classes.preset == "custom":
+            _require(d.kind in ("custom",), f"{name}.kind", "custom classes need custom datasets")
+
+    m = c.model
+    _require(bool(m.student), "model.student", "must name a preset")
+    if c.method == "duda":
+        _require(bool(m.auxiliary), "model.auxiliary", "DUDA needs a large auxiliary preset")
+
+    o = c.optim
+    _require(o.lr > 0, "optim.lr", "must be > 0")
+    _require(o.head_lr_mult > 0, "optim.head_lr_mult", "must be > 0")
+    _require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _require(o.warmup_iters >= 0, "optim.warmup_iters", "must be >= 0")
+    _require(o.poly_power >= 0, "optim.poly_power", "must be >= 0")
+
+    t = c.train
+    _require(t.iterations >= 1, "train.iterations", "must be >= 1")
+    _require(t.batch_size >= 1, "train.batch_size", "must be >= 1")
+    _require(len(t.crop_size) == 2, "train.crop_size", "must be [H, W]")
+    _require(min(t.crop_size) >= 32 and max(t.crop_size) <= 4096, "train.crop_size", "each side must be in 32..4096")
+    _require(all(s % 32 == 0 for s in t.crop_size), "train.crop_size", "each side must be a multiple of 32")
+    _require(
+        len(t.scale_range) == 2 and 0 < t.scale_range[0] <= t.scale_range[1],
+        "train.scale_range",
+        "must be [low, high] with 0 < low <= high",
+    )
+    for key in ("eval_interval", "checkpoint_interval", "max_val_images", "num_workers"):
+        _require(getattr(t, key) >= 0, f"train.{key}", "must be >= 0")
+    _require(t.log_interval >= 1, "train.log_interval", "must be >= 1")
+    _require(t.num_samples >= 0, "train.num_samples", "must be >= 0")
+    _require(
+        t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+        "train.device",
+        "must be auto, cpu, cuda or cuda:N",
+    )
+
+    s = c.self_training
+    _require(0 < s.ema_alpha < 1, "self_training.ema_alpha", "must be in (0, 1)")
+    _require(0 <= s.pseudo_threshold <= 1, "self_training.pseudo_threshold", "must be in [0, 1]")
+    _require(s.ignore_top >= 0 and s.ignore_bottom >= 0, "self_training.ignore_top", "ignored rows must be >= 0")
+    _require(0 <= s.color_jitter_p <= 1, "self_training.color_jitter_p", "must be in [0, 1]")
+    _require(s.color_jitter_strength >= 0, "self_training.color_jitter_strength", "must be >= 0")
+    _require(s.rcs_temperature > 0, "self_training.rcs_temperature", "must be > 0")
+    _require(s.rcs_min_pixels >= 0, "self_training.rcs_min_pixels", "must be >= 0")
+    _require(s.fdist_weight >= 0, "self_training.fdist_weight", "must be >= 0")
+    _require(s.mic_weight >= 0, "self_training.mic_weight", "must be >= 0")
+    _require(0 <= s.mic_mask_ratio < 1, "self_training.mic_mask_ratio", "must be in [0, 1)")
+    _require(s.mic_block_size >= 1, "self_training.mic_block_size", "must be >= 1")
+    if s.fdist_weight > 0:
+        _require(bool(m.student_pretrained), "self_training.fdist_weight", "feature distance needs model.student_pretrained")
+
+    d = c.duda
+    _require(0 <= d.pre_adaptation <= 1, "duda.pre_adaptation", "must be a share in [0, 1]")
+    _require(0 <= d.ramp <= 1, "duda.ramp", "must be a share in [0, 1]")
+    _require(d.pre_adaptation + d.ramp <= 1, "duda.ramp", "pre_adaptation + ramp must be <= 1")
+    _require(d.ramp_shape in ("linear", "cosine", "step"), "duda.ramp_shape", "must be linear, cosine or step")
+    _require(d.kd_weight >= 0, "duda.kd_weight", "must be >= 0")
+    _require(d.temperature > 0, "duda.temperature", "must be > 0")
+    _require(d.inconsistency_gamma >= 0, "duda.inconsistency_gamma", "must be >= 0")
+    _require(0 <= d.inconsistency_momentum < 1, "duda.inconsistency_momentum", "must be in [0, 1)")
+    _require(
+        len(d.inconsistency_clip) == 2 and 0 < d.inconsistency_clip[0] <= 1 <= d.inconsistency_clip[1],
+        "duda.inconsistency_clip",
+        "must be [low, high] with 0 < low <= 1 <= high",
+    )
+    for i, teacher in enumerate(d.teachers):
+        _require(teacher in ("ema", "auxiliary", "student_ema"), f"duda.teachers[{i}]", "must be ema, auxiliary or student_ema")
+    _require(bool(d.teachers) or bool(d.frozen_teachers), "duda.teachers", "DUDA needs at least one teacher")
+    _require(d.fusion in ("mean", "confidence"), "duda.fusion", "must be mean or confidence")
+
+    e = c.eval
+    _require(e.mode in ("whole", "slide"), "eval.mode", "must be whole or slide")
+    _require(len(e.window) == 2 and min(e.window) >= 32, "eval.window", "must be [H, W], each >= 32")
+    _require(
+        len(e.stride) == 2 and all(0 < s <= w for s, w in zip(e.stride, e.window, strict=True)),
+        "eval.stride",
+        "must be [H, W] with 0 < stride <= window",
+    )
+    _require(e.class_subset in ("", "synthia16", "synthia13"), "eval.class_subset", "must be '', synthia16 or synthia13")
+    if e.class_subset:
+        _require(c.classes.preset == "cityscapes", "eval.class_subset", "SYNTHIA subsets need the cityscapes classes")

@@ -1,0 +1,3 @@
+"""Websocket routes (the run consumers are added by the runs app)."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers that turn an id into a service call."""
