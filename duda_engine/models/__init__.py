@@ -1,0 +1,35 @@
+"""Segmentation networks: named presets (timm encoder + decode head), building, and pretrained weights.
+
+Public API::
+
+    build_segmentor(name, num_classes, pretrained="") -> Segmentor
+    preset_names() -> list[str];  get_preset(name) -> Preset  (UnknownPresetError for a wrong name)
+    load_pretrained_encoder(encoder, path)                    (PretrainedWeightsError for a bad file)
+    count_parameters(module) -> int
+"""
+
+from duda_engine.models.heads import DAFormerHead, DeepLabV2Head, SegFormerHead, build_head
+from duda_engine.models.presets import PRESETS, Preset, UnknownPresetError, get_preset, preset_names
+from duda_engine.models.segmentor import IMAGENET_MEAN, IMAGENET_STD, Segmentor, build_segmentor, create_encoder
+from duda_engine.models.weights import LoadReport, PretrainedWeightsError, count_parameters, load_pretrained_encoder
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PRESETS",
+    "DAFormerHead",
+    "DeepLabV2Head",
+    "LoadReport",
+    "Preset",
+    "PretrainedWeightsError",
+    "SegFormerHead",
+    "Segmentor",
+    "UnknownPresetError",
+    "build_head",
+    "build_segmentor",
+    "count_parameters",
+    "create_encoder",
+    "get_preset",
+    "load_pretrained_encoder",
+    "preset_names",
+]
