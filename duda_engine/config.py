@@ -100,7 +100,7 @@ class SelfTrainingConfig:
     blur: bool = True
     rare_class_sampling: bool = True
     rcs_temperature: float = 0.01
-    rcs_min_pixels: int = 3000  # at 512x512 crops; scaled with the crop area
+    rcs_min_pixels: int = 3000  # pixels of a class for an image to qualify, per 1024x512 label (scaled by area)
     fdist_weight: float = 0.0  # ImageNet feature distance (needs pretrained weights)
     mic_weight: float = 0.0  # masked image consistency loss weight (0 = off)
     mic_mask_ratio: float = 0.7
