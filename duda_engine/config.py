@@ -85,6 +85,8 @@ class TrainConfig:
     num_workers: int = 2  # data loader processes
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = False  # NHWC memory format for images and convolution weights
+    compile: bool = False  # torch.compile every network (first iterations are slow while it compiles)
     max_val_images: int = 0  # evaluate on at most this many val images (0 = all)
 
 

@@ -1,0 +1,179 @@
+"""``python -m duda_engine train|eval|predict --config FILE``: the engine without the web app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from tqdm import tqdm
+
+from duda_engine.callbacks import Callbacks
+from duda_engine.checkpoint import CheckpointError
+from duda_engine.config import ConfigError, ExperimentConfig, load_config
+from duda_engine.data.datasets import DatasetError, build_dataset, read_image
+from duda_engine.evaluate import EvalResult, colorize, predict_logits
+from duda_engine.models import PretrainedWeightsError
+from duda_engine.student import load_student
+from duda_engine.validation import class_spec, resolve_device
+
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, PretrainedWeightsError)
+
+
+class ConsoleCallbacks(Callbacks):
+    """A progress bar with ETA, a line per evaluation, sample PNGs under ``<output_dir>/samples``."""
+
+    def __init__(self, output_dir: Path, quiet: bool = False):
+        self.output_dir, self.quiet = output_dir, quiet
+        self.bar: tqdm | None = None
+
+    def on_start(self, total_steps, start_step):
+        self.bar = tqdm(total=total_steps, initial=start_step, unit="it", dynamic_ncols=True, disable=self.quiet)
+
+    def on_metrics(self, step, values):
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}
+            self.bar.set_postfix(shown, refresh=False)
+
+    def on_evaluation(self, step, result: EvalResult):
+        self.write(f"[{step}] target mIoU {result.miou:.2f}  (pixel accuracy {result.pixel_accuracy:.1f})")
+
+    def on_samples(self, step, samples):
+        folder = self.output_dir / "samples" / f"step_{step:07d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for sample in samples:
+            for role, image in sample.images.items():
+                Image.fromarray(image).save(folder / f"{Path(sample.name).stem}_{role}.png")
+
+    def on_checkpoint(self, step, path, kind):
+        self.write(f"[{step}] {kind} checkpoint {path}")
+
+    def on_status(self, message):
+        self.write(message)
+
+    def write(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, flush=True)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """``key.sub=value`` pairs; values are parsed as YAML (``3``, ``true``, ``[512, 512]``)."""
+    overrides = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError("", f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def print_result(result: EvalResult) -> None:
+    print(f"mIoU {result.miou:.2f} over {len(result.scored_classes)} classes, {result.num_images} images")
+    for name, iou in result.per_class.items():
+        mark = "" if name in result.scored_classes else "  (not scored)"
+        print(f"  {name:<16} {'   -' if np.isnan(iou) else f'{iou:5.1f}'}{mark}")
+
+
+def command_train(args) -> int:
+    from duda_engine.train import train
+
+    config = load_config(args.config, parse_overrides(args.set))
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="", flush=True)
+    started = time.perf_counter()
+    result = train(config, ConsoleCallbacks(Path(config.output_dir), quiet=args.quiet), resume=not args.restart)
+    minutes = (time.perf_counter() - started) / 60
+    if result.cancelled:
+        print(f"cancelled after {result.steps} iterations")
+        return 1
+    print(f"done in {minutes:.1f} min: {result.steps} iterations, final target mIoU "
+          f"{result.final.miou if result.final else float('nan'):.2f}, student {result.student_path}")
+    return 0
+
+
+def command_eval(args) -> int:
+    from duda_engine.train import evaluate_model
+
+    config: ExperimentConfig = load_config(args.config, parse_overrides(args.set))
+    device = resolve_device(config.train.device)
+    model, classes, meta = load_student(args.checkpoint, device)
+    if classes.names != class_spec(config).names:
+        raise ConfigError("classes", f"the checkpoint's classes differ from the config's ({args.checkpoint})")
+    val = build_dataset(config.target, classes, config.target.val_split, train=False)
+    result = evaluate_model(model, val, config, classes, device)
+    print_result(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"miou": result.miou, "per_class": result.per_class}, indent=2))
+    return 0
+
+
+def command_predict(args) -> int:
+    device = resolve_device(args.device)
+    model, classes, _ = load_student(args.checkpoint, device)
+    inputs = Path(args.input)
+    files = sorted(p for p in inputs.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if inputs.is_dir() else [inputs]
+    if not files or not files[0].exists():
+        raise DatasetError(f"no images at {inputs}")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        image = read_image(path)
+        tensor = torch.from_numpy(image).permute(2, 0, 1)[None].to(device).float().div_(255)
+        logits = predict_logits(model, tensor, classes.num_classes, image.shape[:2], args.mode, (args.window, args.window), (args.stride, args.stride))
+        prediction = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        Image.fromarray(prediction).save(out / f"{path.stem}_labelTrainIds.png")
+        Image.fromarray(colorize(prediction, classes)).save(out / f"{path.stem}_color.png")
+    print(f"wrote {len(files)} predictions to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m duda_engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a run from a config (resumes from its latest checkpoint)")
+    train.add_argument("--config", required=True)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    train.add_argument("--restart", action="store_true", help="ignore existing checkpoints in output_dir")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(handler=command_train)
+
+    evaluate = sub.add_parser("eval", help="target mIoU of a student (or full) checkpoint")
+    evaluate.add_argument("--config", required=True, help="names the target dataset and evaluation mode")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    evaluate.add_argument("--json", help="also write the result as JSON to this file")
+    evaluate.set_defaults(handler=command_eval)
+
+    predict = sub.add_parser("predict", help="segment images with a student checkpoint")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--input", required=True, help="an image or a folder of images")
+    predict.add_argument("--output", required=True)
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--mode", choices=("whole", "slide"), default="whole")
+    predict.add_argument("--window", type=int, default=512)
+    predict.add_argument("--stride", type=int, default=341)
+    predict.set_defaults(handler=command_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,214 @@
+"""DUDA: a large EMA teacher and a large auxiliary student adapt; a small student learns from them.
+
+One iteration (PAPER.md §2), with source batch (x_s, y_s) and target batch x_t:
+
+  0. EMA:            g_tea <- EMA(g_stu)   (and f_ema <- EMA(f) when that teacher is used)
+  1. Teachers label: p = fuse(softmax(teacher(x_t)) for each teacher); y_hat = argmax p; q = confident share
+  2. ClassMix:       x_m, y_m, w_m from (x_s, y_s) and (x_t, y_hat, q); strong augmentation of x_m
+  3. Large student:  CE(g_stu(x_s), y_s) + CE_w(g_stu(x_m), y_m, w_m)          -> step g_stu
+  4. Small student:  CE(f(x_s), y_s) + h(t) * CE_{w*c}(f(x_m), y_m, w_m * c[y_m])
+                     + lambda_KD(t) * T^2 KL(fuse(softmax(teacher(x_m)/T)) || softmax(f(x_m)/T))   -> step f
+
+lambda_KD(t) is 0 during pre-adaptation and then ramps up (gradual distillation); h(t) = 1, or
+1 - lambda_KD(t)/lambda_KD in the hand-over reading; c are the inconsistency weights of the classes
+on which the small student still disagrees with the teachers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from duda_engine.config import ExperimentConfig
+from duda_engine.data.classes import ClassSpec
+from duda_engine.distributed import average_gradients
+from duda_engine.methods.augment import classmix_masks, mix, strong_augment
+from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks, step_generator
+from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
+from duda_engine.methods.inconsistency import InconsistencyWeights
+from duda_engine.methods.losses import cross_entropy, distillation_loss
+from duda_engine.methods.pseudo_labels import pseudo_label
+from duda_engine.methods.schedules import kd_weight
+from duda_engine.models import build_segmentor
+from duda_engine.student import load_student
+
+
+def fuse(probabilities: list[torch.Tensor], fusion: str) -> torch.Tensor:
+    """Combine the class probabilities ``[B,K,H,W]`` of several teachers.
+
+    ``mean``: the average. ``confidence``: per pixel, each teacher weighted by its own max probability.
+    """
+    if len(probabilities) == 1:
+        return probabilities[0]
+    stacked = torch.stack(probabilities)
+    if fusion == "mean":
+        return stacked.mean(0)
+    if fusion == "confidence":
+        confidence = stacked.max(dim=2, keepdim=True).values
+        return (stacked * confidence).sum(0) / confidence.sum(0)
+    raise ValueError(f"unknown fusion {fusion!r}")
+
+
+@torch.no_grad()
+def teacher_probabilities(teachers: list[nn.Module], images: torch.Tensor, temperature: float, device, amp: bool) -> list[torch.Tensor]:
+    """Softmax(logits / T) of every teacher, on the teacher's own device, returned on ``device``."""
+    out = []
+    for teacher in teachers:
+        was_training = teacher.training
+        teacher.eval()
+        teacher_device = next(teacher.parameters()).device
+        with autocast(teacher_device, amp):
+            logits = teacher(images.to(teacher_device)).float()
+        teacher.train(was_training)
+        out.append(torch.softmax(logits / temperature, dim=1).to(device))
+    return out
+
+
+class Duda:
+    uses_target = True
+
+    def __init__(self, config: ExperimentConfig, classes: ClassSpec, device: torch.device):
+        self.config, self.classes, self.device = config, classes, device
+        self.st, self.duda = config.self_training, config.duda
+        self.amp = config.train.amp
+        m, k = config.model, classes.num_classes
+        self.auxiliary = build_segmentor(m.auxiliary, k, pretrained=m.auxiliary_pretrained).to(device)
+        self.ema = make_ema_teacher(self.auxiliary)
+        self.student = build_segmentor(m.student, k, pretrained=m.student_pretrained).to(device)
+        self.student_ema = make_ema_teacher(self.student) if "student_ema" in self.duda.teachers else None
+        self.frozen = [self._load_frozen(path) for path in self.duda.frozen_teachers]
+        prepare_networks(config, *(n for n in (self.auxiliary, self.ema, self.student, self.student_ema) if n is not None))
+        self.auxiliary_optimizer, self.auxiliary_scheduler = make_optimizer(self.auxiliary, config, device)
+        self.optimizer, self.scheduler = make_optimizer(self.student, config, device)
+        self.inconsistency = InconsistencyWeights(
+            k, self.duda.inconsistency_gamma, self.duda.inconsistency_momentum, tuple(self.duda.inconsistency_clip)
+        ).to(device)
+        self.teacher = self.ema  # shown beside the student in prediction samples
+
+    def _load_frozen(self, path: str) -> nn.Module:
+        where = torch.device("cpu") if self.duda.frozen_teachers_on_cpu else self.device
+        model, classes, _ = load_student(path, where)
+        if classes.names != self.classes.names:
+            raise ValueError(f"frozen teacher {path} predicts other classes than this run")
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        return model
+
+    def teachers(self) -> list[nn.Module]:
+        by_name = {"ema": self.ema, "auxiliary": self.auxiliary, "student_ema": self.student_ema}
+        return [by_name[name] for name in self.duda.teachers] + self.frozen
+
+    def train_step(self, source: Batch, target: Batch, step: int) -> dict[str, torch.Tensor]:
+        d, st, ignore = self.duda, self.st, self.classes.ignore_index
+        total = self.config.train.iterations
+        generator = step_generator(self.config.seed, step)
+        losses: dict[str, torch.Tensor] = {}
+
+        # 0. The EMA teachers follow their students.
+        alpha = ema_alpha(step, st.ema_alpha)
+        update_ema(self.ema, self.auxiliary, alpha)
+        if self.student_ema is not None:
+            update_ema(self.student_ema, self.student, alpha)
+
+        # 1. The teachers label the target batch.
+        fused = fuse(teacher_probabilities(self.teachers(), target.images, 1.0, self.device, self.amp), d.fusion)
+        pseudo, pseudo_weight = pseudo_label(fused, st.pseudo_threshold, st.ignore_top, st.ignore_bottom)
+        losses["pseudo/confident_share"] = pseudo_weight.mean()
+
+        # 2. ClassMix and strong augmentation (one mixed batch for both students).
+        if st.classmix:
+            mask = classmix_masks(source.labels, ignore, generator).to(self.device)
+            mixed_images = mix(mask, source.images, target.images)
+            mixed_labels = mix(mask, source.labels, pseudo)
+            mixed_weight = mix(mask, torch.ones_like(pseudo_weight), pseudo_weight)
+        else:
+            mixed_images, mixed_labels, mixed_weight = target.images, pseudo, pseudo_weight
+        mixed_images = strong_augment(mixed_images, st.color_jitter_strength, st.color_jitter_p, st.blur, generator)
+
+        # 3. The large auxiliary student: the unchanged base method (source CE + pseudo-labelled CE).
+        self.auxiliary.train()
+        self.auxiliary_optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp):
+            aux_source = cross_entropy(self.auxiliary(source.images), source.labels, ignore)
+        aux_source.backward()
+        with autocast(self.device, self.amp):
+            aux_target = cross_entropy(self.auxiliary(mixed_images), mixed_labels, ignore, mixed_weight)
+        aux_target.backward()
+        average_gradients(self.auxiliary)
+        self.auxiliary_optimizer.step()
+        self.auxiliary_scheduler.step()
+        losses["aux/loss_source"], losses["aux/loss_target"] = aux_source.detach(), aux_target.detach()
+
+        # 4a. Schedules: the KD weight ramps up after pre-adaptation; the hard-label weight may hand over.
+        kd = kd_weight(step, total, d.pre_adaptation, d.ramp, d.ramp_shape, d.kd_weight)
+        hard = 1.0 - kd / d.kd_weight if d.handover and d.kd_weight > 0 else 1.0
+        losses["schedule/kd_weight"] = torch.tensor(kd)
+
+        # 4b. Inconsistency weights: classes where the small student disagrees with the teachers weigh more.
+        with torch.no_grad(), autocast(self.device, self.amp):
+            student_target = self.student(target.images).argmax(1)
+        self.inconsistency.update(student_target, pseudo, ignore)
+        in_pre_adaptation = step < d.pre_adaptation * total
+        use_inconsistency = d.inconsistency and (d.inconsistency_during_pre_adaptation or not in_pre_adaptation)
+        class_weight = self.inconsistency.weights() if use_inconsistency else None
+        pixel_class_weight = class_weight[mixed_labels.clamp(max=self.classes.num_classes - 1)] if class_weight is not None else 1.0
+
+        # 4c. The small student: source CE, hard pseudo-labels, distillation from the fused teachers.
+        self.student.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp):
+            source_logits = self.student(source.images)
+        student_source = cross_entropy(source_logits, source.labels, ignore)
+        if kd > 0 and d.kd_on_source:
+            soft = fuse(teacher_probabilities(self.teachers(), source.images, d.temperature, self.device, self.amp), d.fusion)
+            kd_source = distillation_loss(source_logits, soft, d.temperature)
+            student_source = student_source + kd * kd_source
+            losses["loss/kd_source"] = kd_source.detach()
+        student_source.backward()
+
+        with autocast(self.device, self.amp):
+            mixed_logits = self.student(mixed_images)
+        student_target = cross_entropy(mixed_logits, mixed_labels, ignore, mixed_weight * pixel_class_weight)
+        total_target = hard * student_target
+        if kd > 0:
+            soft = fuse(teacher_probabilities(self.teachers(), mixed_images, d.temperature, self.device, self.amp), d.fusion)
+            kd_pixel_weight = pixel_class_weight if (d.inconsistency_on_kd and class_weight is not None) else None
+            kd_target = distillation_loss(mixed_logits, soft, d.temperature, kd_pixel_weight)
+            total_target = total_target + kd * kd_target
+            losses["loss/kd"] = kd_target.detach()
+        total_target.backward()
+        average_gradients(self.student)
+        self.optimizer.step()
+        self.scheduler.step()
+
+        losses["loss/source"], losses["loss/target"] = student_source.detach(), student_target.detach()
+        losses["inconsistency/max_weight"] = self.inconsistency.weights().max()
+        losses["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
+        return losses
+
+    def state_dict(self) -> dict:
+        state = {
+            "student": self.student.state_dict(),
+            "auxiliary": self.auxiliary.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "auxiliary_optimizer": self.auxiliary_optimizer.state_dict(),
+            "auxiliary_scheduler": self.auxiliary_scheduler.state_dict(),
+            "inconsistency": self.inconsistency.state_dict(),
+        }
+        if self.student_ema is not None:
+            state["student_ema"] = self.student_ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        self.auxiliary.load_state_dict(state["auxiliary"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.auxiliary_optimizer.load_state_dict(state["auxiliary_optimizer"])
+        self.auxiliary_scheduler.load_state_dict(state["auxiliary_scheduler"])
+        self.inconsistency.load_state_dict(state["inconsistency"])
+        if self.student_ema is not None:
+            self.student_ema.load_state_dict(state["student_ema"])

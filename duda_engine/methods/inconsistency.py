@@ -1,0 +1,36 @@
+"""Inconsistency weights: more weight for the classes the small student has not adapted to yet.
+
+Per class k, u_k = 1 - IoU_k(small student's prediction, teachers' pseudo-label) on the target batch,
+smoothed over iterations by an EMA (classes absent from both keep their value). The weights are
+c_k = K * u_k^gamma / sum_j u_j^gamma (mean 1), clipped to [low, high] and rescaled to mean 1 again.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class InconsistencyWeights(nn.Module):
+    def __init__(self, num_classes: int, gamma: float, momentum: float, clip: tuple[float, float]):
+        super().__init__()
+        self.num_classes, self.gamma, self.momentum, self.clip = num_classes, gamma, momentum, clip
+        self.register_buffer("disagreement", torch.ones(num_classes))
+
+    @torch.no_grad()
+    def update(self, prediction: torch.Tensor, pseudo_label: torch.Tensor, ignore_index: int) -> None:
+        k = self.num_classes
+        valid = pseudo_label != ignore_index
+        index = pseudo_label[valid] * k + prediction[valid]
+        matrix = torch.bincount(index, minlength=k * k).reshape(k, k).float()
+        intersection = matrix.diag()
+        union = matrix.sum(0) + matrix.sum(1) - intersection
+        present = union > 0
+        observed = 1.0 - intersection[present] / union[present]
+        self.disagreement[present] = self.momentum * self.disagreement[present] + (1 - self.momentum) * observed
+
+    def weights(self) -> torch.Tensor:
+        powered = self.disagreement.clamp_min(1e-6) ** self.gamma
+        weights = self.num_classes * powered / powered.sum()
+        weights = weights.clamp(self.clip[0], self.clip[1])
+        return weights / weights.mean()

@@ -1,0 +1,109 @@
+"""Validation against the world: presets, weight files, dataset folders, crop sizes, devices.
+
+``validate_config`` is the one gate the CLI, the web form and the API call before a run starts:
+every problem comes back as a ``ConfigError`` naming the field, never as a traceback from a worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from duda_engine.config import ConfigError, ExperimentConfig, check_values
+from duda_engine.data.classes import CITYSCAPES, SYNTHIA_13_CLASSES, SYNTHIA_16_CLASSES, ClassSpec
+from duda_engine.data.datasets import DatasetError, check_dataset, image_size
+from duda_engine.data.layouts import find_samples
+from duda_engine.models import UnknownPresetError, get_preset
+
+
+def class_spec(config: ExperimentConfig) -> ClassSpec:
+    c = config.classes
+    if c.preset == "cityscapes":
+        return ClassSpec(CITYSCAPES.names, CITYSCAPES.colours, c.ignore_index)
+    return ClassSpec(tuple(c.names), tuple(tuple(rgb) for rgb in c.colours), c.ignore_index)
+
+
+def class_subset(config: ExperimentConfig) -> tuple[int, ...] | None:
+    return {"synthia16": SYNTHIA_16_CLASSES, "synthia13": SYNTHIA_13_CLASSES}.get(config.eval.class_subset)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device", f"{name} asked for, but no CUDA device is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError("train.device", f"{name!r} is not a device") from None
+
+
+def _check_preset(field: str, name: str) -> None:
+    try:
+        get_preset(name)
+    except UnknownPresetError as error:
+        raise ConfigError(field, str(error)) from None
+
+
+def _check_file(field: str, path: str, what: str) -> None:
+    if path and not Path(path).expanduser().is_file():
+        raise ConfigError(field, f"{what} {path} does not exist")
+
+
+def _image_size_of(config_name: str, config: ExperimentConfig) -> tuple[int, int]:
+    """(W, H) of the first training image after resize-to-fit, for the crop check."""
+    d = getattr(config, config_name)
+    if d.kind == "toy":
+        from duda_engine.data.toy import TOY_SIZES  # generated data: its size is known without generating it
+
+        return TOY_SIZES[d.toy_size]
+    samples = find_samples(d, d.train_split, labelled=False)
+    width, height = image_size(samples[0].image)
+    if d.resize:
+        scale = min(d.resize[0] / width, d.resize[1] / height)
+        width, height = round(width * scale), round(height * scale)
+    return width, height
+
+
+def validate_config(config: ExperimentConfig) -> None:
+    """Everything that can be checked before training starts; raises ``ConfigError``."""
+    check_values(config)
+    m = config.model
+    _check_preset("model.student", m.student)
+    if config.method == "duda":
+        _check_preset("model.auxiliary", m.auxiliary)
+    _check_file("model.student_pretrained", m.student_pretrained, "weights file")
+    _check_file("model.auxiliary_pretrained", m.auxiliary_pretrained, "weights file")
+    for i, path in enumerate(config.duda.frozen_teachers if config.method == "duda" else []):
+        _check_file(f"duda.frozen_teachers[{i}]", path, "teacher checkpoint")
+    resolve_device(config.train.device)
+
+    classes = class_spec(config)
+    needs_source = config.method != "oracle"
+    checks = [("target", config.target.val_split, True)]
+    if needs_source:
+        checks.insert(0, ("source", config.source.train_split, True))
+    if config.method in ("self_training", "duda"):
+        checks.append(("target", config.target.train_split, False))
+    if config.method == "oracle":
+        checks.append(("target", config.target.train_split, True))
+    for name, split, labelled in checks:
+        d = getattr(config, name)
+        if d.kind == "toy":
+            continue  # bundled: always present, generated on first use
+        try:
+            check_dataset(d, classes, split, labelled=labelled)
+        except DatasetError as error:
+            raise ConfigError(f"{name}.root", str(error)) from None
+
+    crop_h, crop_w = config.train.crop_size
+    largest = config.train.scale_range[1]
+    for name in ("source", "target") if needs_source else ("target",):
+        width, height = _image_size_of(name, config)
+        if crop_h > height * largest or crop_w > width * largest:
+            raise ConfigError(
+                "train.crop_size",
+                f"{crop_h}x{crop_w} (HxW) cannot be cut from the {name} images ({height}x{width} after resizing, "
+                f"at most x{largest:g} by scale_range)",
+            )

@@ -1,0 +1,172 @@
+"""End-to-end runs of every method on tiny data: callbacks, checkpoints, exact resume, cancel, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from duda_engine.callbacks import Callbacks
+from duda_engine.checkpoint import latest_full_checkpoint, load_checkpoint
+from duda_engine.config import ConfigError, config_from_dict
+from duda_engine.student import load_student
+from duda_engine.train import train
+from tests.conftest import REPO_ROOT
+from tests.engine.conftest import tiny_config
+
+
+class Recorder(Callbacks):
+    def __init__(self, stop_after: int | None = None):
+        self.metrics, self.evaluations, self.samples, self.checkpoints, self.status = {}, {}, {}, [], []
+        self.stop_after, self.started = stop_after, None
+
+    def on_start(self, total_steps, start_step):
+        self.started = (total_steps, start_step)
+
+    def on_metrics(self, step, values):
+        self.metrics[step] = values
+
+    def on_evaluation(self, step, result):
+        self.evaluations[step] = result
+
+    def on_samples(self, step, samples):
+        self.samples[step] = samples
+
+    def on_checkpoint(self, step, path, kind):
+        self.checkpoints.append((step, path, kind))
+
+    def on_status(self, message):
+        self.status.append(message)
+
+    def should_stop(self):
+        return self.stop_after is not None and bool(self.metrics) and max(self.metrics) >= self.stop_after
+
+
+@pytest.mark.parametrize("method", ["source_only", "self_training", "duda", "oracle"])
+def test_each_method_runs_and_reports(tiny_domains, tmp_path, method):
+    config = config_from_dict(tiny_config(tiny_domains, tmp_path / "run", method))
+    recorder = Recorder()
+    result = train(config, recorder)
+    assert result.steps == 6 and not result.cancelled
+    assert sorted(recorder.metrics) == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(v) for values in recorder.metrics.values() for v in values.values())
+    assert "loss/source" in recorder.metrics[1]
+    assert sorted(recorder.evaluations) == [3, 6]
+    assert 0 <= result.final.miou <= 100 and set(result.final.per_class) == {"ground", "box", "disc"}
+    sample = recorder.samples[6][0]
+    expected_roles = {"input", "ground_truth", "student"} | ({"teacher"} if method in ("self_training", "duda") else set())
+    assert set(sample.images) == expected_roles
+    assert sample.images["input"].shape == sample.images["student"].shape == (64, 96, 3)
+    kinds = [(step, kind) for step, _, kind in recorder.checkpoints]
+    assert kinds == [(3, "full"), (6, "full"), (6, "student")]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == method
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["final_miou"] == pytest.approx(result.final.miou)
+    if method == "duda":
+        assert recorder.metrics[1]["schedule/kd_weight"] == 0.0  # pre-adaptation: hard labels only
+        assert recorder.metrics[6]["schedule/kd_weight"] == pytest.approx(1.0)
+        assert "loss/kd" in recorder.metrics[6] and "aux/loss_target" in recorder.metrics[6]
+
+
+@pytest.mark.parametrize("method", ["self_training", "duda"])
+def test_resume_continues_exactly(tiny_domains, tmp_path, method):
+    """A run stopped after 3 iterations and resumed logs the same losses as an uninterrupted run."""
+    uninterrupted = Recorder()
+    train(config_from_dict(tiny_config(tiny_domains, tmp_path / "a", method)), uninterrupted)
+
+    config = config_from_dict(tiny_config(tiny_domains, tmp_path / "b", method))
+    first = Recorder(stop_after=3)
+    assert train(config, first).cancelled
+    assert load_checkpoint(latest_full_checkpoint(tmp_path / "b"))["step"] == 3
+    second = Recorder()
+    train(config, second)
+    assert second.started == (6, 3)
+    for step in (4, 5, 6):
+        for name, value in uninterrupted.metrics[step].items():
+            if not name.startswith("time/"):
+                assert second.metrics[step][name] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, name)
+
+
+def test_cancel_stops_with_a_checkpoint(tiny_domains, tmp_path):
+    recorder = Recorder(stop_after=2)
+    result = train(config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "self_training")), recorder)
+    assert result.cancelled and result.steps == 2
+    assert recorder.checkpoints[-1][0] == 2 and recorder.checkpoints[-1][2] == "full"
+
+
+def test_resume_refuses_another_experiment(tiny_domains, tmp_path):
+    train(config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "source_only", iterations=3)), Recorder())
+    other = tiny_config(tiny_domains, tmp_path / "run", "source_only", iterations=6)
+    other["model"]["student"] = "resnet18"
+    with pytest.raises(ConfigError, match="^model: differs"):
+        train(config_from_dict(other), Recorder())
+
+
+def test_student_checkpoint_is_small_and_evaluates_the_same_through_the_cli(tiny_domains, tmp_path):
+    data = tiny_config(tiny_domains, tmp_path / "run", "duda")
+    result = train(config_from_dict(data), Recorder())
+    student, full = tmp_path / "run" / "student.pt", latest_full_checkpoint(tmp_path / "run")
+    assert student.stat().st_size < full.stat().st_size / 2
+    model, classes, meta = load_student(student)
+    assert classes.names == ("ground", "box", "disc") and meta["preset"] == "mit_b0"
+    assert not any(name.startswith("auxiliary") for name in model.state_dict())
+
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(data))
+    out = tmp_path / "eval.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "duda_engine", "eval", "--config", str(config_path), "--checkpoint", str(student), "--json", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(out.read_text())["miou"] == pytest.approx(result.final.miou, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda c: c["source"].update(root="/nonexistent/gta"), "source.root"),
+        (lambda c: c["model"].update(student="mit_b9"), "model.student"),
+        (lambda c: c["train"].update(crop_size=[512, 512]), "train.crop_size"),
+        (lambda c: c["model"].update(student_pretrained="/nonexistent/w.pth"), "model.student_pretrained"),
+    ],
+)
+def test_bad_resources_are_refused_before_training(tiny_domains, tmp_path, change, field):
+    data = tiny_config(tiny_domains, tmp_path / "run", "self_training")
+    change(data)
+    with pytest.raises(ConfigError) as caught:
+        train(config_from_dict(data), Recorder())
+    assert caught.value.field == field
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_reports_config_errors_without_a_traceback(tiny_domains, tmp_path):
+    data = tiny_config(tiny_domains, tmp_path / "run")
+    data["train"]["crop_size"] = [48, 48]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    completed = subprocess.run(
+        [sys.executable, "-m", "duda_engine", "train", "--config", str(path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == "error: train.crop_size: each side must be a multiple of 32"
+
+
+def test_no_gradient_reaches_the_small_student_from_the_teachers(tiny_domains, tmp_path):
+    from duda_engine.methods.duda import teacher_probabilities
+
+    config = config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "duda"))
+    from duda_engine.methods import build_method
+    from duda_engine.validation import class_spec
+
+    method = build_method(config, class_spec(config), torch.device("cpu"))
+    images = torch.rand(1, 3, 32, 32, requires_grad=True)
+    probabilities = teacher_probabilities(method.teachers(), images, 2.0, torch.device("cpu"), amp=False)
+    assert not any(p.requires_grad for p in probabilities)
+    assert all(p.grad is None for p in method.student.parameters())
