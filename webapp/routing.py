@@ -1,3 +1,9 @@
-"""Websocket routes (the run consumers are added by the runs app)."""
+"""Websocket routes."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from webapp.runs.consumers import RunConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/runs/<int:run_id>/", RunConsumer.as_asgi()),
+]

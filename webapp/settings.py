@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "webapp.core",
+    "webapp.runs",
 ]
 
 MIDDLEWARE = [
@@ -113,6 +114,7 @@ else:
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),  # kombu's default is ./control in the working directory
         "store_processed": False,
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -124,6 +126,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Runs: worker heartbeat and the reaper of runs whose worker died -------------------------
+RUN_HEARTBEAT_INTERVAL_S = float(os.environ.get("DUDA_HEARTBEAT_INTERVAL_S", "10"))
+RUN_STALE_AFTER_S = float(os.environ.get("DUDA_STALE_AFTER_S", "120"))  # no heartbeat for this long: worker lost
+RUN_MAX_ATTEMPTS = int(os.environ.get("DUDA_MAX_ATTEMPTS", "3"))  # claims before a run with lost workers fails
+RUN_REAP_INTERVAL_S = float(os.environ.get("DUDA_REAP_INTERVAL_S", "60"))
 
 # --- Auth, static, API ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -157,6 +165,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "webapp.runs.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "DUDA Studio API",

@@ -27,7 +27,8 @@ def parse_database_url(value: str) -> dict:
     if parsed.scheme != "sqlite" and not (parsed.hostname and parsed.path.strip("/")):
         raise StartupError("DATABASE_URL", "needs a host and a database name: postgres://user:password@host:port/name")
     try:
-        return dj_database_url.parse(value, conn_max_age=60, conn_health_checks=True)
+        # conn_max_age=0: under ASGI each request runs in its own thread, so kept connections would pile up.
+        return dj_database_url.parse(value, conn_max_age=0)
     except ValueError as error:
         raise StartupError("DATABASE_URL", f"cannot be parsed: {error}") from None
 

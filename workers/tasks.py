@@ -1,1 +1,137 @@
-"""Celery tasks: thin wrappers that turn an id into a service call."""
+"""Celery tasks: thin wrappers that turn an id into engine calls and service calls.
+
+``run_adaptation(run_id)`` is idempotent: it claims the run atomically (a finished run, or a running
+one whose worker is alive, is left alone), and the engine resumes from the latest checkpoint in the
+run folder. Late acknowledgement and ``reject_on_worker_lost`` mean a message is only gone once the
+task has returned; a worker killed outright leaves a stale heartbeat that ``reap_stale_runs``
+(at worker start, then periodically) turns into a fresh message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+
+from celery import shared_task
+from celery.signals import worker_ready, worker_shutting_down
+from django.db import close_old_connections
+
+log = logging.getLogger(__name__)
+
+# Callbacks of the run this process is training (one at a time: solo pool, one worker per GPU).
+_current: dict[str, object] = {}
+_current_lock = threading.Lock()
+
+
+def worker_gpu() -> str:
+    """The accelerator this worker trains on, in words."""
+    import torch
+
+    index = os.environ.get("DUDA_WORKER_GPU", "")
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        return f"GPU {index or 0}: {name}"
+    return "CPU"
+
+
+def worker_host(task_hostname: str | None) -> str:
+    return task_hostname or f"worker@{socket.gethostname()}"
+
+
+@shared_task(name="runs.run_adaptation", acks_late=True, reject_on_worker_lost=True, ignore_result=True, bind=True)
+def run_adaptation(self, run_id: int) -> str:
+    """Train run ``run_id`` with the engine; every outcome ends in a status (or leaves the run alone)."""
+    from duda_engine.config import config_from_dict
+    from duda_engine.train import train
+    from webapp.runs import services
+    from workers.callbacks import Heartbeat, RunCallbacks
+
+    close_old_connections()
+    claim = services.run_claim(run_id=run_id, worker_host=worker_host(self.request.hostname), worker_gpu=worker_gpu())
+    if claim is None:
+        log.info("run %s: nothing to do (finished, deleted, or held by a live worker)", run_id)
+        return "skipped"
+    heartbeat = Heartbeat(run_id, claim.token, services.heartbeat_interval_s())
+    callbacks = RunCallbacks(run_id, claim.token, heartbeat)
+    heartbeat.start()
+    with _current_lock:
+        _current["callbacks"] = callbacks
+    try:
+        config = config_from_dict(claim.run.config)
+        result = train(config, callbacks, resume=True)
+        callbacks.close()
+        if heartbeat.lost.is_set():
+            log.warning("run %s: another worker holds it now; stopping without touching its status", run_id)
+            return "lost"
+        final = result.final.miou if result.final is not None else None
+        services.run_finish(
+            run_id=run_id, token=claim.token, steps=result.steps, final_miou=final, best_miou=result.best_miou,
+            cancelled=result.cancelled, requeue=result.cancelled and callbacks.shutdown_requested.is_set(),
+            reason=f"the worker shut down; requeued to resume from iteration {result.steps}",
+        )
+        return "cancelled" if result.cancelled else "succeeded"
+    except Exception as error:  # noqa: BLE001 - every failure becomes the run's error message
+        log.exception("run %s failed", run_id)
+        try:
+            callbacks.close()
+        except Exception:  # noqa: BLE001
+            log.warning("run %s: could not flush the last metrics", run_id, exc_info=True)
+        close_old_connections()
+        services.run_event_add(run_id=run_id, message=traceback.format_exc()[-4000:], level="error")
+        services.run_fail(run_id=run_id, token=claim.token, message=f"{type(error).__name__}: {error}")
+        return "failed"
+    finally:
+        with _current_lock:
+            _current.pop("callbacks", None)
+        heartbeat.stop()
+
+
+@shared_task(name="runs.reap_stale_runs", ignore_result=True)
+def reap_stale_runs() -> list:
+    """Requeue or fail runs whose worker stopped beating (scheduled by Celery beat)."""
+    from webapp.runs import services
+
+    close_old_connections()
+    return services.run_reap_stale()
+
+
+@worker_ready.connect
+def _reap_at_worker_start(**kwargs) -> None:
+    try:
+        from webapp.runs import services
+
+        actions = services.run_reap_stale()
+        if actions:
+            log.warning("at start: %s", actions)
+    except Exception:  # noqa: BLE001 - a worker must start even when the reaper cannot run
+        log.exception("could not reap stale runs at worker start")
+    finally:
+        close_old_connections()
+
+
+@worker_shutting_down.connect
+def _stop_current_run(**kwargs) -> None:
+    """A warm shutdown (SIGTERM): the current run checkpoints within an iteration and is requeued."""
+    with _current_lock:
+        callbacks = _current.get("callbacks")
+    if callbacks is not None:
+        callbacks.shutdown_requested.set()
+
+
+def setup_periodic_tasks(sender, **kwargs) -> None:
+    from django.conf import settings
+
+    interval = float(getattr(settings, "RUN_REAP_INTERVAL_S", 60))
+    sender.add_periodic_task(interval, reap_stale_runs.s(), name="reap stale runs")
+
+
+def _connect_beat() -> None:
+    from workers.celery_app import app
+
+    app.on_after_finalize.connect(setup_periodic_tasks, weak=False)
+
+
+_connect_beat()

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 def start_embedded_worker() -> threading.Thread:
     """Start one solo Celery worker in a daemon thread of this process."""
+    from django.conf import settings
+
     from workers.celery_app import app
 
+    # kombu's filesystem transport needs its folders before the consumer declares its queue.
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
     worker = app.WorkController(
         hostname="embedded@localhost",
         pool_cls="solo",
@@ -29,6 +37,33 @@ def start_embedded_worker() -> threading.Thread:
     thread = threading.Thread(target=worker.start, name="embedded-celery-worker", daemon=True)
     thread.start()
     log.info("embedded Celery worker started")
+    start_reaper_thread()
+    return thread
+
+
+def start_reaper_thread(interval: float | None = None) -> threading.Thread:
+    """Requeue or fail runs whose worker stopped beating: once now, then every ``interval`` seconds
+    (what Celery beat does in production; here the web process has the only worker)."""
+    from django.conf import settings
+    from django.db import close_old_connections
+
+    every = interval if interval is not None else float(getattr(settings, "RUN_REAP_INTERVAL_S", 60))
+
+    def loop() -> None:
+        from webapp.runs.services import run_reap_stale
+
+        stop = threading.Event()
+        while True:
+            try:
+                run_reap_stale()
+            except Exception:  # noqa: BLE001 - keep reaping whatever one pass hit
+                log.exception("stale-run reaper failed")
+            finally:
+                close_old_connections()
+            stop.wait(every)
+
+    thread = threading.Thread(target=loop, name="stale-run-reaper", daemon=True)
+    thread.start()
     return thread
 
 

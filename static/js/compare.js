@@ -1,0 +1,67 @@
+// Compare: overlay the mIoU and loss curves of several runs, and their per-class IoU side by side.
+import { api } from "./api.js";
+import { LineChart } from "./charts.js";
+import { COLOURS, el, pct } from "./format.js";
+
+const $ = (id) => document.getElementById(id);
+let ids = JSON.parse($("compare-ids").textContent);
+const miouChart = new LineChart($("miou-chart"), { yLabel: "mIoU (%)", percent: true, points: true });
+const lossChart = new LineChart($("loss-chart"), { yLabel: "loss" });
+let data = null;
+
+function series(run, name) {
+  const points = run.metrics.filter((p) => p.name === name).sort((a, b) => a.step - b.step);
+  return [points.map((p) => p.step), points.map((p) => p.value)];
+}
+
+function label(run) { return `#${run.id} ${run.name}`; }
+
+function drawCurves() {
+  miouChart.setData(new Map(data.runs.map((r) => [label(r), series(r, "eval/miou")])));
+  const name = $("loss-name").value;
+  if (name) lossChart.setData(new Map(data.runs.map((r) => [label(r), series(r, name)])));
+}
+
+function drawTable() {
+  const head = $("class-table").querySelector("thead");
+  const body = $("class-table").querySelector("tbody");
+  head.replaceChildren(el("tr", {}, el("th", {}, "Class"), data.runs.map((r, i) => el("th", { class: "right" },
+    el("span", { class: "swatch", style: `background:${COLOURS[i % COLOURS.length]}` }), label(r), el("div", { class: "muted small" }, `step ${r.class_iou_step ?? "–"}`)))));
+  const rows = data.classes.map((c, k) => {
+    const values = data.runs.map((r) => (r.class_iou ? r.class_iou[k] : null));
+    const present = values.filter((v) => v !== null);
+    const best = present.length > 1 && Math.max(...present) > Math.min(...present) ? Math.max(...present) : null;
+    return el("tr", {}, el("td", {}, el("span", { class: "swatch", style: `background:rgb(${c.colour.join(",")})` }), c.name),
+      values.map((v) => el("td", { class: `right${best !== null && v === best ? " best" : ""}` }, pct(v))));
+  });
+  const miou = el("tr", {}, el("td", {}, el("b", {}, "mIoU (final)")), data.runs.map((r) => el("td", { class: "right" }, el("b", {}, pct(r.final_miou ?? r.best_miou, 2)))));
+  body.replaceChildren(...rows, miou);
+}
+
+async function load() {
+  history.replaceState(null, "", `?ids=${ids.join(",")}`);
+  data = await api(`/api/runs/compare/?ids=${ids.join(",")}`);
+  const losses = [...new Set(data.runs.flatMap((r) => r.metrics.map((p) => p.name)).filter((n) => n.startsWith("loss/")))].sort();
+  const select = $("loss-name");
+  const previous = select.value;
+  select.replaceChildren(...losses.map((n) => new Option(n.slice(5), n)));
+  if (losses.includes(previous)) select.value = previous;
+  drawCurves();
+  drawTable();
+}
+
+async function picker() {
+  const runs = (await api("/api/runs/?limit=100")).results;
+  $("run-picker").replaceChildren(...runs.map((r) => {
+    const box = el("input", { type: "checkbox", checked: ids.includes(r.id) });
+    box.addEventListener("change", () => {
+      ids = box.checked ? [...ids, r.id] : ids.filter((i) => i !== r.id);
+      load();
+    });
+    return el("label", {}, box, `#${r.id} ${r.name}`, el("span", { class: `badge ${r.status}` }, r.status));
+  }));
+}
+
+$("loss-name").addEventListener("change", drawCurves);
+picker();
+load();

@@ -1,0 +1,48 @@
+// Launch form: a benchmark fills in its defaults; a pair shows the dataset pickers; the auxiliary
+// backbone only matters for DUDA; the baseline list follows the target and the student.
+import { api } from "./api.js";
+
+const options = JSON.parse(document.getElementById("launch-options").textContent);
+const form = document.getElementById("launch");
+const f = (name) => form.elements[name];
+const field = (name) => form.querySelector(`[data-field="${name}"]`);
+const benchmarks = new Map(options.benchmarks.map((b) => [b.key, b]));
+
+function setDefaults(defaults) {
+  for (const [key, value] of Object.entries(defaults)) {
+    const input = f(key);
+    if (!input || key === "method" || key === "student" || key === "auxiliary") continue;
+    input.value = key === "crop_size" ? value.join("x") : value;
+  }
+}
+
+function layout() {
+  const pair = !f("benchmark").value;
+  field("source").hidden = !pair;
+  field("target").hidden = !pair;
+  field("auxiliary").hidden = f("method").value !== "duda";
+  field("baseline").hidden = f("method").value === "source_only";
+}
+
+async function loadBaselines() {
+  const bench = benchmarks.get(f("benchmark").value);
+  const target = bench ? bench.target : f("target").value;
+  const select = f("baseline");
+  const previous = select.value;
+  const runs = target ? await api(`/api/baselines/?target=${encodeURIComponent(target)}&student=${encodeURIComponent(f("student").value)}`) : [];
+  const choices = [["auto", runs.length ? `latest: #${runs[0].id} ${runs[0].name} (${(runs[0].final_miou ?? 0).toFixed(1)} mIoU)` : "latest matching source-only run (none yet)"]]
+    .concat(runs.map((r) => [String(r.id), `#${r.id} ${r.name} (${(r.final_miou ?? 0).toFixed(1)} mIoU)`]))
+    .concat([["", "none"]]);
+  select.replaceChildren(...choices.map(([value, label]) => new Option(label, value)));
+  select.value = choices.some(([v]) => v === previous) ? previous : "auto";
+}
+
+f("benchmark").addEventListener("change", () => {
+  const bench = benchmarks.get(f("benchmark").value);
+  if (bench) setDefaults(bench.defaults);
+  layout();
+  loadBaselines();
+});
+for (const name of ["method", "student", "target"]) f(name).addEventListener("change", () => { layout(); loadBaselines(); });
+layout();
+loadBaselines();

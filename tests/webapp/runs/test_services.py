@@ -1,0 +1,299 @@
+"""Services: launch validated by the engine, the status table, cancel/resume/delete, the reaper."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+import redis
+from django.utils import timezone
+
+from tests.webapp.runs.conftest import launch, simulate_results
+from webapp.runs import services
+from webapp.runs.errors import ApplicationError
+from webapp.runs.models import (
+    TRANSITIONS,
+    Checkpoint,
+    ClassIoU,
+    MetricPoint,
+    PredictionSample,
+    Run,
+    RunEvent,
+    RunStatus,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_saves_the_engine_config_and_enqueues_after_commit(alice, runs_dir, django_capture_on_commit_callbacks, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.delete("celery")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        run = launch(alice, name="first", seed=3, iterations=12)
+    assert len(callbacks) == 1 and client.llen("celery") == 0  # nothing is sent before the commit
+    assert run.status == RunStatus.QUEUED and run.total_steps == 12
+    assert run.config["train"]["iterations"] == 12 and run.config["seed"] == 3 and run.config["name"] == "first"
+    assert run.config["source"] == {**run.config["source"], "kind": "toy", "domain": "synthetic_a"}
+    assert run.config["output_dir"] == str(runs_dir / str(run.pk)) == run.output_dir
+    assert (run.source_dataset, run.target_dataset, run.benchmark) == ("toy:synthetic_a", "toy:real", "toy_gta2real")
+    assert (runs_dir / str(run.pk)).is_dir()
+    callbacks[0]()  # the commit: one message for the task, carrying the run id
+    message = json.loads(client.lpop("celery"))
+    assert message["headers"]["task"] == "runs.run_adaptation"
+    assert json.loads(base64.b64decode(message["body"]))[0] == [run.pk]
+
+
+def test_the_engine_validates_the_launch(alice):
+    from duda_engine.config import config_from_dict
+    from duda_engine.validation import validate_config
+
+    run = launch(alice, method="self_training", crop_size=[96, 128])
+    validate_config(config_from_dict(run.config))  # what was saved is exactly what the engine accepts
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "text"),
+    [
+        ({"student": "mit_b9"}, "student", "unknown model preset 'mit_b9'"),
+        ({"crop_size": [512, 1024]}, "crop_size", "cannot be cut"),
+        ({"crop_size": [50, 64]}, "crop_size", "multiple of 32"),
+        ({"iterations": 0}, "iterations", "must be >= 1"),
+        ({"method": "dance"}, "method", "unknown method"),
+        ({"method": "duda", "auxiliary": "big_one"}, "auxiliary", "unknown model preset"),
+        ({"benchmark": "toy_nowhere"}, "benchmark", "unknown benchmark"),
+        ({"overrides": {"train.colour": 1}}, "overrides", "unknown key"),
+        ({"overrides": {"self_training.pseudo_threshold": 3}}, "overrides", "must be in [0, 1]"),
+        ({"lr": -1.0}, "lr", "must be > 0"),
+    ],
+)
+def test_bad_launches_are_refused_with_the_field(alice, fields, field, text):
+    with pytest.raises(ApplicationError) as caught:
+        launch(alice, **fields)
+    assert caught.value.status_code == 400
+    assert field in caught.value.fields, caught.value.fields
+    assert text in " ".join(caught.value.fields[field])
+    assert not Run.objects.exists()
+
+
+def test_a_missing_dataset_folder_is_refused(alice, settings, tmp_path):
+    settings.DATASETS_ROOT = tmp_path / "datasets"
+    (tmp_path / "datasets" / "cityscapes").mkdir(parents=True)  # present but empty
+    with pytest.raises(ApplicationError) as caught:
+        launch(alice, benchmark="", source="gta5", target="cityscapes")
+    assert "no folder" in caught.value.fields["source"][0] and "not usable" in caught.value.fields["target"][0]
+
+
+def test_a_real_pair_is_validated_by_the_engine(alice, settings, tmp_path):
+    """A custom dataset whose images exist but whose label folder is missing: the engine says which."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "datasets"
+    for name in ("mine", "theirs"):
+        images = root / name / "images" / "train"
+        images.mkdir(parents=True)
+        Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(images / "a.png")
+        (root / name / "dataset.yaml").write_text("image_dir: images\nlabel_dir: labels\nlabel: " + name + "\n")
+    labels = root / "mine" / "labels" / "train"
+    labels.mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(labels / "a.png")
+    settings.DATASETS_ROOT = root
+    with pytest.raises(ApplicationError) as caught:
+        launch(alice, benchmark="", source="custom:theirs", target="custom:mine")
+    assert "source" in caught.value.fields and "theirs" in caught.value.fields["source"][0]
+
+
+def test_transition_table_is_enforced(alice):
+    run = launch(alice)
+    for status in RunStatus.values:
+        if status not in TRANSITIONS[RunStatus.QUEUED] and status != RunStatus.QUEUED:
+            with pytest.raises(ApplicationError) as caught:
+                services.run_transition(run_id=run.pk, to=status)
+            assert caught.value.status_code == 409
+    services.run_transition(run_id=run.pk, to=RunStatus.RUNNING)
+    with pytest.raises(ApplicationError):
+        services.run_transition(run_id=run.pk, to=RunStatus.RUNNING)
+    services.run_transition(run_id=run.pk, to=RunStatus.SUCCEEDED)
+    for status in RunStatus.values:
+        with pytest.raises(ApplicationError):
+            services.run_transition(run_id=run.pk, to=status)  # succeeded is final
+    run.refresh_from_db()
+    assert run.started_at and run.finished_at and run.status == RunStatus.SUCCEEDED
+    assert [e.message for e in RunEvent.objects.filter(run=run)][-2:] == ["queued → running", "running → succeeded"]
+
+
+def test_only_run_transition_changes_the_status():
+    """No other module assigns Run.status (the one function rule)."""
+    import re
+    from pathlib import Path
+
+    import webapp.runs as app
+    import workers
+
+    offenders = []
+    for package in (app, workers):
+        for path in Path(package.__path__[0]).rglob("*.py"):
+            text = path.read_text()
+            for match in re.finditer(r"\.status\s*=[^=]|update\([^)]*status=", text):
+                offenders.append(f"{path.name}: {text[max(0, match.start() - 40):match.end() + 20]!r}")
+    assert [o for o in offenders if not o.startswith("services.py")] == []
+    services_text = (Path(app.__path__[0]) / "services.py").read_text()
+    assert services_text.count("run.status = ") == 1  # inside run_transition
+
+
+def test_cancel_a_queued_run_is_immediate_and_a_running_one_sets_the_flag(alice):
+    queued = launch(alice)
+    assert services.run_cancel(user=alice, run_id=queued.pk).status == RunStatus.CANCELLED
+    running = launch(alice)
+    claim = services.run_claim(run_id=running.pk, worker_host="w", worker_gpu="CPU")
+    run = services.run_cancel(user=alice, run_id=running.pk)
+    assert run.status == RunStatus.RUNNING and run.cancel_requested
+    assert services.run_heartbeat(run_id=run.pk, token=claim.token).cancel_requested
+    services.run_finish(run_id=run.pk, token=claim.token, steps=3, final_miou=None, best_miou=None, cancelled=True)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED and not run.cancel_requested and run.step == 3
+    with pytest.raises(ApplicationError) as caught:
+        services.run_cancel(user=alice, run_id=run.pk)
+    assert caught.value.status_code == 409
+
+
+def test_resume_requeues_failed_and_cancelled_runs_only(alice, django_capture_on_commit_callbacks):
+    run = launch(alice)
+    with pytest.raises(ApplicationError):
+        services.run_resume(user=alice, run_id=run.pk)  # queued
+    claim = services.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
+    services.run_fail(run_id=run.pk, token=claim.token, message="RuntimeError: out of memory")
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.error_message == "RuntimeError: out of memory"
+    with django_capture_on_commit_callbacks() as callbacks:
+        resumed = services.run_resume(user=alice, run_id=run.pk)
+    assert resumed.status == RunStatus.QUEUED and resumed.error_message == "" and resumed.attempts == 0
+    assert any("_enqueue" in repr(c) or "lambda" in repr(c) for c in callbacks)
+
+
+def test_delete_removes_rows_and_files_but_not_a_running_run(alice, django_capture_on_commit_callbacks):
+    run = simulate_results(launch(alice))
+    folder = run.folder
+    assert folder.is_dir() and MetricPoint.objects.filter(run=run).exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.run_delete(user=alice, run_id=run.pk)
+    assert not folder.exists()
+    assert not Run.objects.filter(pk=run.pk).exists()
+    for model in (MetricPoint, ClassIoU, Checkpoint, PredictionSample, RunEvent):
+        assert not model.objects.filter(run_id=run.pk).exists()
+    running = launch(alice)
+    services.run_claim(run_id=running.pk, worker_host="w", worker_gpu="CPU")
+    with pytest.raises(ApplicationError) as caught:
+        services.run_delete(user=alice, run_id=running.pk)
+    assert caught.value.status_code == 409
+
+
+def test_users_cannot_touch_each_others_runs(alice, bob, staff):
+    run = launch(alice)
+    for action in (services.run_cancel, services.run_resume, services.run_delete):
+        with pytest.raises(ApplicationError) as caught:
+            action(user=bob, run_id=run.pk)
+        assert caught.value.status_code == 404
+    assert services.run_cancel(user=staff, run_id=run.pk).status == RunStatus.CANCELLED
+
+
+def test_claim_is_idempotent(alice):
+    run = launch(alice)
+    first = services.run_claim(run_id=run.pk, worker_host="a", worker_gpu="CPU")
+    assert first is not None and first.run.attempts == 1
+    assert services.run_claim(run_id=run.pk, worker_host="b", worker_gpu="CPU") is None  # duplicate: fresh heartbeat
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=services.stale_after_s() + 5))
+    second = services.run_claim(run_id=run.pk, worker_host="b", worker_gpu="CPU")  # redelivered after a death
+    assert second is not None and second.run.attempts == 2 and second.token != first.token
+    assert not services.run_heartbeat(run_id=run.pk, token=first.token).owner  # the old worker learns it lost
+    services.run_finish(run_id=run.pk, token=second.token, steps=8, final_miou=1.0, best_miou=1.0, cancelled=False)
+    assert services.run_claim(run_id=run.pk, worker_host="c", worker_gpu="CPU") is None  # finished: left alone
+    assert services.run_claim(run_id=10**9, worker_host="c", worker_gpu="CPU") is None  # deleted: left alone
+
+
+def test_reaper_requeues_then_fails_runs_whose_worker_died(alice, settings, django_capture_on_commit_callbacks):
+    settings.RUN_MAX_ATTEMPTS = 2
+    run = launch(alice)
+    fresh = launch(alice)
+    services.run_claim(run_id=fresh.pk, worker_host="alive", worker_gpu="CPU")
+    old = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_S + 1)
+    services.run_claim(run_id=run.pk, worker_host="dead@host", worker_gpu="CPU")
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=old)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.run_reap_stale() == [(run.pk, "requeued")]
+    assert len(callbacks) >= 2  # status message and a fresh task message
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED
+    assert "dead@host stopped answering" in RunEvent.objects.filter(run=run).last().message
+    services.run_claim(run_id=run.pk, worker_host="dead@host", worker_gpu="CPU")
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=old)
+    assert services.run_reap_stale() == [(run.pk, "failed")]
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "gave up after 2 attempts" in run.error_message
+    fresh.refresh_from_db()
+    assert fresh.status == RunStatus.RUNNING  # a live worker's run is never touched
+
+
+def test_results_are_stored_once(alice):
+    run = simulate_results(launch(alice))
+    assert run.status == RunStatus.SUCCEEDED and run.best_miou == 8.0 and run.final_miou == 8.0
+    points = MetricPoint.objects.filter(run=run, name="loss/source").count()
+    services.metrics_record(run_id=run.pk, points=[(1, "loss/source", 9.0), (2, "loss/source", 9.0)])
+    assert MetricPoint.objects.filter(run=run, name="loss/source").count() == points == 8
+    assert MetricPoint.objects.get(run=run, name="loss/source", step=1).value == pytest.approx(2.9)
+    assert ClassIoU.objects.filter(run=run).count() == 2 * 19
+    assert ClassIoU.objects.get(run=run, step=4, class_name="train").iou is None  # NaN: absent class
+    roles = sorted(set(PredictionSample.objects.filter(run=run).values_list("step", "role")))
+    assert roles == [(4, "ground_truth"), (4, "input"), (4, "student"), (8, "student")]  # input/truth once
+    kinds = sorted(Checkpoint.objects.filter(run=run).values_list("kind", "step"))
+    assert kinds == [("full", 4), ("full", 8), ("student", 8)]
+
+
+def test_prediction_pngs_hold_class_ids(alice):
+    import numpy as np
+    from PIL import Image
+
+    run = simulate_results(launch(alice), steps=(4,))
+    sample = PredictionSample.objects.get(run=run, role="student", image_name="real_val_00000")
+    truth = PredictionSample.objects.get(run=run, role="ground_truth", image_name="real_val_00000")
+    with Image.open(run.folder / sample.path) as png, Image.open(run.folder / truth.path) as gt:
+        assert png.mode == "P" and png.size == (32, 16)
+        assert np.array_equal((np.array(gt).astype(int) + 4) % 19, np.array(png))
+
+
+def test_checkpoint_rows_follow_the_engines_pruning(alice):
+    from pathlib import Path
+
+    run = simulate_results(launch(alice, iterations=12), steps=(4, 8), finish=False)
+    Path(run.folder / "checkpoints" / "checkpoint_0000004.pt").unlink()  # the engine keeps the newest two
+    path = run.folder / "checkpoints" / "checkpoint_0000012.pt"
+    path.write_bytes(b"x" * 1000)
+    services.checkpoint_record(run_id=run.pk, step=12, path=path, kind="full")
+    assert sorted(Checkpoint.objects.filter(run=run).values_list("step", flat=True)) == [8, 12]
+
+
+def test_a_stale_folder_is_moved_aside_not_resumed(alice, runs_dir):
+    first = launch(alice)
+    next_id = first.pk + 1
+    (runs_dir / str(next_id) / "checkpoints").mkdir(parents=True)
+    (runs_dir / str(next_id) / "checkpoints" / "checkpoint_0000004.pt").write_bytes(b"old")
+    second = launch(alice)
+    assert second.pk == next_id
+    assert not any((runs_dir / str(next_id)).iterdir())
+    assert list((runs_dir / ".orphaned").iterdir())
+
+
+def test_baseline_defaults_to_the_latest_matching_source_only_run(alice, bob):
+    older = simulate_results(launch(alice))
+    newer = simulate_results(launch(alice))
+    simulate_results(launch(alice, student="mobilenetv3"))  # another student: not a baseline
+    simulate_results(launch(bob))  # someone else's: not offered
+    run = launch(alice, method="self_training")
+    assert run.baseline_id == newer.pk
+    assert launch(alice, method="self_training", baseline=older.pk).baseline_id == older.pk
+    assert launch(alice, method="self_training", baseline=None).baseline_id is None
+    with pytest.raises(ApplicationError) as caught:
+        launch(alice, method="self_training", baseline=run.pk)  # not a source-only run
+    assert "baseline" in caught.value.fields

@@ -1,0 +1,156 @@
+"""Small input and output serializers, one pair per operation where they differ."""
+
+from __future__ import annotations
+
+import re
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from webapp.runs import services
+from webapp.runs.models import Checkpoint, Run, RunEvent
+
+
+def parse_crop_size(value) -> list[int]:
+    """``[H, W]``, ``"HxW"``, ``"H, W"`` or one number for a square crop."""
+    if isinstance(value, bool):
+        raise ValueError("must be [H, W] or 'HxW'")
+    if isinstance(value, int):
+        return [value, value]
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ValueError("must be two integers [H, W]")
+        return [int(v) for v in value]
+    if isinstance(value, str):
+        parts = [p for p in re.split(r"[x×X,\s]+", value.strip()) if p]
+        if len(parts) == 1 and parts[0].isdigit():
+            return [int(parts[0])] * 2
+        if len(parts) == 2 and all(p.isdigit() for p in parts):
+            return [int(parts[0]), int(parts[1])]
+    raise ValueError("must be [H, W] or 'HxW', e.g. 512x512")
+
+
+@extend_schema_field({"oneOf": [{"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                             {"type": "string", "example": "512x512"}, {"type": "integer"}]})
+class CropSizeField(serializers.Field):
+    default_error_messages = {"invalid": "{message}"}
+
+    def to_internal_value(self, data):
+        try:
+            return parse_crop_size(data)
+        except ValueError as error:
+            self.fail("invalid", message=str(error))
+
+    def to_representation(self, value):
+        return list(value)
+
+
+class RunCreateInput(serializers.Serializer):
+    """Launch a run: a bundled ``benchmark`` or a ``source``/``target`` pair of dataset keys. Every
+    other field is optional and keeps the base config's value when absent. Values are validated by the
+    engine's own config validator; errors come back keyed by these field names."""
+
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    benchmark = serializers.CharField(required=False, allow_blank=True)
+    source = serializers.CharField(required=False, allow_blank=True)
+    target = serializers.CharField(required=False, allow_blank=True)
+    method = serializers.CharField()
+    student = serializers.CharField()
+    auxiliary = serializers.CharField(required=False, allow_blank=True)
+    iterations = serializers.IntegerField(required=False)
+    crop_size = CropSizeField(required=False)
+    batch_size = serializers.IntegerField(required=False)
+    seed = serializers.IntegerField(required=False)
+    eval_interval = serializers.IntegerField(required=False)
+    checkpoint_interval = serializers.IntegerField(required=False)
+    log_interval = serializers.IntegerField(required=False)
+    num_samples = serializers.IntegerField(required=False)
+    max_val_images = serializers.IntegerField(required=False)
+    num_workers = serializers.IntegerField(required=False)
+    device = serializers.CharField(required=False, allow_blank=True)
+    lr = serializers.FloatField(required=False)
+    warmup_iters = serializers.IntegerField(required=False)
+    overrides = serializers.DictField(required=False, help_text="dotted engine config keys -> values")
+    baseline = serializers.IntegerField(required=False, allow_null=True,
+                                        help_text="source-only baseline run id; absent: the latest match; null: none")
+
+    def validate(self, attrs):
+        if not attrs.get("benchmark") and not (attrs.get("source") or attrs.get("target")):
+            raise serializers.ValidationError({"benchmark": ["choose a benchmark, or a source and a target dataset"]})
+        return attrs
+
+    def to_spec(self) -> services.LaunchSpec:
+        data = dict(self.validated_data)
+        baseline = data.pop("baseline", services.AUTO) if "baseline" in data else services.AUTO
+        overrides = data.pop("overrides", {}) or {}
+        if data.get("auxiliary") == "":
+            data.pop("auxiliary")
+        if data.get("device") == "":
+            data.pop("device")
+        return services.LaunchSpec(**data, overrides=overrides, baseline=baseline)
+
+
+class RunOutput(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+    progress = serializers.FloatField(read_only=True)
+    eta_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    can_cancel = serializers.BooleanField(read_only=True)
+    can_resume = serializers.BooleanField(read_only=True)
+    can_delete = serializers.BooleanField(read_only=True)
+    page = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "id", "name", "owner", "method", "benchmark", "source_dataset", "target_dataset", "student", "auxiliary",
+            "status", "cancel_requested", "step", "total_steps", "progress", "eta_seconds", "seconds_per_step",
+            "attempts", "worker_host", "worker_gpu", "heartbeat_at", "error_message", "best_miou", "final_miou",
+            "baseline", "created_at", "started_at", "finished_at", "can_cancel", "can_resume", "can_delete", "page",
+        ]
+        read_only_fields = fields
+
+    def get_page(self, run) -> str:
+        return f"/runs/{run.pk}/"
+
+
+class RunDetailOutput(RunOutput):
+    config = serializers.JSONField(read_only=True)
+
+    class Meta(RunOutput.Meta):
+        fields = [*RunOutput.Meta.fields, "config", "output_dir"]
+        read_only_fields = fields
+
+
+class MetricPointOutput(serializers.Serializer):
+    step = serializers.IntegerField()
+    name = serializers.CharField()
+    value = serializers.FloatField()
+
+
+class MetricsOutput(serializers.Serializer):
+    run = serializers.IntegerField()
+    since = serializers.IntegerField(allow_null=True)
+    last_step = serializers.IntegerField(allow_null=True)
+    points = MetricPointOutput(many=True)
+
+
+class MetricsQuery(serializers.Serializer):
+    since = serializers.IntegerField(required=False, min_value=-1)
+    names = serializers.CharField(required=False, allow_blank=True)
+
+
+class CheckpointOutput(serializers.ModelSerializer):
+    download = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Checkpoint
+        fields = ["id", "step", "kind", "size", "sha256", "created_at", "download"]
+
+    def get_download(self, checkpoint) -> str:
+        return f"/api/runs/{checkpoint.run_id}/checkpoints/{checkpoint.pk}/download/"
+
+
+class RunEventOutput(serializers.ModelSerializer):
+    class Meta:
+        model = RunEvent
+        fields = ["id", "created_at", "level", "message"]

@@ -1,0 +1,239 @@
+"""REST API: one class per operation; validate -> service or selector -> serialize."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.runs import catalog, downloads, selectors, services
+from webapp.runs.api.serializers import (
+    CheckpointOutput,
+    MetricsOutput,
+    MetricsQuery,
+    RunCreateInput,
+    RunDetailOutput,
+    RunEventOutput,
+    RunOutput,
+)
+from webapp.runs.errors import ApplicationError
+
+ERROR_RESPONSE = inline_serializer(
+    "Error",
+    {"error": inline_serializer("ErrorBody", {
+        "code": serializers.CharField(),
+        "message": serializers.CharField(),
+        "fields": serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False),
+    })},
+)
+
+
+class BinaryRenderer(BaseRenderer):
+    """Lets binary views answer any Accept header; errors are still JSON."""
+
+    media_type = "*/*"
+    format = "bin"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, bytes):
+            return data
+        return json.dumps(data).encode()
+
+
+class RunPagination(LimitOffsetPagination):
+    default_limit = 100
+    max_limit = 500
+
+
+class RunListCreateApi(APIView):
+    @extend_schema(
+        operation_id="runs_list",
+        parameters=[OpenApiParameter(n, str, required=False) for n in ("status", "method", "q", "target", "benchmark", "student")]
+        + [OpenApiParameter("limit", int, required=False), OpenApiParameter("offset", int, required=False)],
+        responses=RunOutput(many=True),
+    )
+    def get(self, request):
+        p = request.query_params
+        runs = selectors.run_list(
+            user=request.user, status=p.get("status", ""), method=p.get("method", ""), query=p.get("q", ""),
+            target=p.get("target", ""), benchmark=p.get("benchmark", ""), student=p.get("student", ""),
+        )
+        paginator = RunPagination()
+        page = paginator.paginate_queryset(runs, request, view=self)
+        return paginator.get_paginated_response(RunOutput(page, many=True).data)
+
+    @extend_schema(operation_id="runs_create", request=RunCreateInput,
+                   responses={201: RunDetailOutput, 400: ERROR_RESPONSE})
+    def post(self, request):
+        data = RunCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = services.run_create(owner=request.user, spec=data.to_spec())
+        return Response(RunDetailOutput(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetailApi(APIView):
+    @extend_schema(operation_id="runs_retrieve", responses={200: RunDetailOutput, 404: ERROR_RESPONSE})
+    def get(self, request, run_id: int):
+        return Response(RunDetailOutput(selectors.run_get(user=request.user, run_id=run_id)).data)
+
+    @extend_schema(operation_id="runs_destroy", responses={204: None, 404: ERROR_RESPONSE, 409: ERROR_RESPONSE})
+    def delete(self, request, run_id: int):
+        services.run_delete(user=request.user, run_id=run_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RunCancelApi(APIView):
+    @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOutput, 409: ERROR_RESPONSE})
+    def post(self, request, run_id: int):
+        return Response(RunOutput(services.run_cancel(user=request.user, run_id=run_id)).data)
+
+
+class RunResumeApi(APIView):
+    @extend_schema(operation_id="runs_resume", request=None, responses={200: RunOutput, 409: ERROR_RESPONSE})
+    def post(self, request, run_id: int):
+        return Response(RunOutput(services.run_resume(user=request.user, run_id=run_id)).data)
+
+
+class RunMetricsApi(APIView):
+    @extend_schema(
+        operation_id="runs_metrics",
+        parameters=[OpenApiParameter("since", int, required=False, description="only points with step > since"),
+                    OpenApiParameter("names", str, required=False, description="comma-separated metric names")],
+        responses=MetricsOutput,
+    )
+    def get(self, request, run_id: int):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        query = MetricsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        since = query.validated_data.get("since")
+        names = [n for n in query.validated_data.get("names", "").split(",") if n]
+        points = selectors.metric_points(run=run, since=since, names=names or None)
+        last = points[-1]["step"] if points else since
+        return Response(MetricsOutput({"run": run.pk, "since": since, "last_step": last, "points": points}).data)
+
+
+class RunClassIouApi(APIView):
+    @extend_schema(operation_id="runs_class_iou", responses=OpenApiTypes.OBJECT)
+    def get(self, request, run_id: int):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        return Response(selectors.class_iou_table(run=run))
+
+
+class RunSamplesApi(APIView):
+    @extend_schema(operation_id="runs_samples", responses=OpenApiTypes.OBJECT)
+    def get(self, request, run_id: int):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        return Response(selectors.samples_index(run=run))
+
+
+class SampleImageApi(APIView):
+    renderer_classes = [JSONRenderer, BinaryRenderer]
+
+    @extend_schema(operation_id="runs_sample_image", responses={(200, "image/png"): OpenApiTypes.BINARY})
+    def get(self, request, run_id: int, sample_id: int):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        sample = selectors.sample_get(run=run, sample_id=sample_id)
+        try:
+            data = sample.run.resolve(sample.path).read_bytes()
+        except (OSError, ValueError):
+            raise ApplicationError.not_found("sample image") from None
+        response = HttpResponse(data, content_type="image/png")
+        response["Cache-Control"] = "private, max-age=31536000, immutable"
+        return response
+
+
+class RunCheckpointsApi(APIView):
+    @extend_schema(operation_id="runs_checkpoints", responses=CheckpointOutput(many=True))
+    def get(self, request, run_id: int):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        return Response(CheckpointOutput(selectors.checkpoints_of(run=run), many=True).data)
+
+
+class CheckpointDownloadApi(APIView):
+    """Streams a checkpoint: Content-Length, ETag = sha256, Range (206) and If-Range for resuming."""
+
+    renderer_classes = [JSONRenderer, BinaryRenderer]
+
+    @extend_schema(
+        operation_id="runs_checkpoint_download",
+        parameters=[OpenApiParameter("checkpoint", str, OpenApiParameter.PATH,
+                                     description="a checkpoint id, or 'student' / 'full' for the latest of that kind")],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
+                   (206, "application/octet-stream"): OpenApiTypes.BINARY,
+                   416: OpenApiResponse(description="range not satisfiable"), 404: ERROR_RESPONSE},
+    )
+    def get(self, request, run_id: int, checkpoint: str):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        found = selectors.checkpoint_get(run=run, checkpoint=checkpoint)
+        try:
+            path = run.resolve(found.path)
+        except ValueError:
+            raise ApplicationError.not_found("checkpoint file") from None
+        if not path.is_file():
+            raise ApplicationError.not_found("checkpoint file")
+        filename = f"run{run.pk}-{found.kind}-step{found.step}.pt"
+        return downloads.stream_file(request, path, etag=found.sha256, filename=filename)
+
+    def head(self, request, run_id: int, checkpoint: str):
+        return self.get(request, run_id, checkpoint)
+
+
+class RunEventsApi(APIView):
+    @extend_schema(operation_id="runs_events", parameters=[OpenApiParameter("limit", int, required=False)],
+                   responses=RunEventOutput(many=True))
+    def get(self, request, run_id: int):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        try:
+            limit = max(1, min(1000, int(request.query_params.get("limit", 200))))
+        except ValueError:
+            raise ApplicationError.invalid("bad limit", fields={"limit": ["must be an integer"]}) from None
+        return Response(RunEventOutput(selectors.events_tail(run=run, limit=limit), many=True).data)
+
+
+class DatasetsApi(APIView):
+    @extend_schema(operation_id="datasets_list", responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        from django.conf import settings
+
+        return Response({
+            "datasets_root": str(settings.DATASETS_ROOT) if settings.DATASETS_ROOT else None,
+            "benchmarks": catalog.toy_benchmarks(),
+            "datasets": [entry.as_dict() for entry in catalog.datasets()],
+        })
+
+
+class LaunchOptionsApi(APIView):
+    @extend_schema(operation_id="launch_options", responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        return Response({
+            "methods": catalog.methods(),
+            "presets": catalog.presets(),
+            "benchmarks": catalog.toy_benchmarks(),
+            "datasets": [entry.as_dict() for entry in catalog.datasets()],
+        })
+
+
+class BaselinesApi(APIView):
+    @extend_schema(operation_id="baselines_list",
+                   parameters=[OpenApiParameter("target", str), OpenApiParameter("student", str)],
+                   responses=RunOutput(many=True))
+    def get(self, request):
+        runs = selectors.baseline_candidates(user=request.user, target_dataset=request.query_params.get("target", ""),
+                                             student=request.query_params.get("student", ""))
+        return Response(RunOutput(runs[:50], many=True).data)
+
+
+class CompareApi(APIView):
+    @extend_schema(operation_id="runs_compare", parameters=[OpenApiParameter("ids", str, description="run ids, comma-separated")],
+                   responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        ids = [int(i) for i in request.query_params.get("ids", "").split(",") if i.strip().isdigit()][:12]
+        return Response(selectors.compare_data(user=request.user, run_ids=ids))

@@ -1,0 +1,291 @@
+"""What a run can be launched on: the bundled toy benchmarks, real datasets under the data root,
+the model presets and the methods. Everything comes from the engine; nothing is re-implemented here.
+
+Engine modules are imported lazily (inside functions) so that importing the web app stays cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.conf import settings
+
+# Real dataset kinds we look for under DUDA_DATASETS_ROOT, by folder name, with the size each kind is
+# resized to fit (as in the anchors' recipes).
+REAL_KINDS: dict[str, dict[str, Any]] = {
+    "gta5": {"label": "GTA5", "folders": ("gta5", "gta", "GTA5"), "resize": [1280, 720]},
+    "synthia": {"label": "SYNTHIA-RAND-CITYSCAPES", "folders": ("synthia", "SYNTHIA", "RAND_CITYSCAPES"), "resize": [1280, 760]},
+    "cityscapes": {"label": "Cityscapes", "folders": ("cityscapes", "Cityscapes"), "resize": [1024, 512]},
+    "acdc": {"label": "ACDC", "folders": ("acdc", "ACDC"), "resize": [960, 540]},
+    "dark_zurich": {"label": "Dark Zurich", "folders": ("dark_zurich", "DarkZurich", "dark-zurich"), "resize": [960, 540]},
+}
+ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
+CUSTOM_MANIFEST = "dataset.yaml"  # a folder holding this file is a custom dataset (DatasetConfig fields)
+DESCRIBE_TTL_S = 30.0
+
+
+@dataclass
+class DatasetEntry:
+    """One dataset the launch form offers: its key, the engine's DatasetConfig fields, its status."""
+
+    key: str
+    label: str
+    kind: str
+    config: dict[str, Any]
+    toy: bool = False
+    ok: bool = True
+    reason: str = ""
+    counts: dict[str, Any] = field(default_factory=dict)
+    usable_as_source: bool = True
+    usable_as_target: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "kind": self.kind,
+            "toy": self.toy,
+            "ok": self.ok,
+            "reason": self.reason,
+            "counts": self.counts,
+            "usable_as_source": self.usable_as_source,
+            "usable_as_target": self.usable_as_target,
+            "config": self.config,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Methods and presets
+# --------------------------------------------------------------------------------------------
+
+METHOD_LABELS = {
+    "source_only": "Source only (baseline)",
+    "self_training": "Self-training (DAFormer-style EMA teacher)",
+    "duda": "DUDA (heavy teacher + auxiliary, distilled into the student)",
+    "oracle": "Oracle (trained on target labels)",
+}
+
+
+def methods() -> list[dict[str, str]]:
+    from duda_engine.config import METHODS
+
+    return [{"name": m, "label": METHOD_LABELS.get(m, m)} for m in METHODS]
+
+
+def presets() -> list[dict[str, Any]]:
+    from duda_engine.models import get_preset, preset_names
+
+    out = []
+    for name in preset_names():
+        preset = get_preset(name)
+        out.append({"name": name, "heavy": preset.heavy, "description": preset.description})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Toy benchmarks
+# --------------------------------------------------------------------------------------------
+
+
+def _toy_benchmark_table() -> dict[str, tuple[str, str]]:
+    from duda_engine.data.toy import TOY_BENCHMARKS
+
+    return dict(TOY_BENCHMARKS)
+
+
+def toy_config_path(name: str) -> Path:
+    return Path(settings.BASE_DIR) / "configs" / "toy" / f"{name}.yaml"
+
+
+def benchmark_names() -> list[str]:
+    return list(_toy_benchmark_table())
+
+
+def benchmark_base_config(name: str) -> dict[str, Any]:
+    """The bundled config of a toy benchmark (``configs/toy/<name>.yaml``), or a minimal one."""
+    table = _toy_benchmark_table()
+    if name not in table:
+        raise KeyError(name)
+    path = toy_config_path(name)
+    if path.is_file():
+        data = yaml.safe_load(path.read_text()) or {}
+        if isinstance(data, dict):
+            return data
+    source, target = table[name]
+    return {  # no bundled config: a CPU-sized demo of the toy domains (256x128 images)
+        "name": name,
+        "source": {"kind": "toy", "domain": source, "toy_size": "demo"},
+        "target": {"kind": "toy", "domain": target, "toy_size": "demo"},
+        "optim": {"lr": 2e-4, "warmup_iters": 50},
+        "train": {"iterations": 1000, "batch_size": 2, "crop_size": [128, 128], "eval_interval": 100,
+                  "checkpoint_interval": 100, "log_interval": 10, "num_samples": 4, "num_workers": 0,
+                  "max_val_images": 50},
+    }
+
+
+def toy_benchmarks() -> list[dict[str, Any]]:
+    """Each toy benchmark with its domains and the training defaults of its bundled config."""
+    out = []
+    for name, (source, target) in _toy_benchmark_table().items():
+        base = benchmark_base_config(name)
+        out.append(
+            {
+                "key": name,
+                "label": f"{name} ({source} → {target})",
+                "source": f"toy:{source}",
+                "target": f"toy:{target}",
+                "defaults": launch_defaults(base),
+            }
+        )
+    return out
+
+
+def launch_defaults(base: dict[str, Any]) -> dict[str, Any]:
+    """The values the launch form shows for a base config (the engine's defaults where it is silent)."""
+    from duda_engine.config import config_from_dict
+
+    try:
+        config = config_from_dict({k: v for k, v in base.items() if k != "output_dir"})
+    except Exception:  # noqa: BLE001 - a broken bundled config shows the engine defaults instead
+        config = config_from_dict({})
+    t, o = config.train, config.optim
+    return {
+        "method": config.method,
+        "student": config.model.student,
+        "auxiliary": config.model.auxiliary,
+        "iterations": t.iterations,
+        "crop_size": list(t.crop_size),
+        "batch_size": t.batch_size,
+        "seed": config.seed,
+        "eval_interval": t.eval_interval,
+        "checkpoint_interval": t.checkpoint_interval,
+        "log_interval": t.log_interval,
+        "num_samples": t.num_samples,
+        "max_val_images": t.max_val_images,
+        "num_workers": t.num_workers,
+        "lr": o.lr,
+        "warmup_iters": o.warmup_iters,
+        "device": t.device,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets (toy domains and real folders under the data root)
+# --------------------------------------------------------------------------------------------
+
+_describe_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+_describe_lock = threading.Lock()
+
+
+def _describe(config: dict[str, Any]) -> dict[str, Any]:
+    """The engine's description of a dataset folder (cached briefly: it walks the folders)."""
+    from duda_engine.config import DatasetConfig
+    from duda_engine.data.classes import CITYSCAPES
+    from duda_engine.data.datasets import describe_dataset
+
+    key = repr(sorted(config.items()))
+    now = time.monotonic()
+    with _describe_lock:
+        cached = _describe_cache.get(key)
+        if cached and now - cached[0] < DESCRIBE_TTL_S:
+            return cached[1]
+    fields = {k: v for k, v in config.items() if k in DatasetConfig.__dataclass_fields__}
+    try:
+        result = describe_dataset(DatasetConfig(**fields), CITYSCAPES)
+    except Exception as error:  # noqa: BLE001 - describe_dataset never raises, a bad manifest might
+        result = {"ok": False, "reason": f"{type(error).__name__}: {error}", "train": 0, "val": 0,
+                  "train_labelled": False, "val_labelled": False}
+    with _describe_lock:
+        _describe_cache[key] = (now, result)
+    return result
+
+
+def _toy_entries() -> list[DatasetEntry]:
+    from duda_engine.data.toy import TOY_DOMAINS
+
+    return [
+        DatasetEntry(
+            key=f"toy:{domain}", label=f"toy {domain}", kind="toy", toy=True,
+            config={"kind": "toy", "domain": domain, "toy_size": "demo"},
+            counts={"note": "bundled, generated on first use"},
+        )
+        for domain in TOY_DOMAINS
+    ]
+
+
+def _find_folder(root: Path, names: tuple[str, ...]) -> Path | None:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def _real_entry(key: str, label: str, config: dict[str, Any], present: bool, missing_reason: str) -> DatasetEntry:
+    if not present:
+        return DatasetEntry(key, label, config["kind"], config, ok=False, reason=missing_reason,
+                            usable_as_source=False, usable_as_target=False)
+    described = _describe(config)
+    counts = {k: described.get(k) for k in ("train", "train_labelled", "val", "val_labelled")}
+    as_source = bool(described.get("train")) and bool(described.get("train_labelled"))
+    as_target = bool(described.get("train")) and bool(described.get("val")) and bool(described.get("val_labelled"))
+    reason = described.get("reason", "")
+    return DatasetEntry(key, label, config["kind"], config, ok=bool(described.get("ok")), reason=reason,
+                        counts=counts, usable_as_source=as_source, usable_as_target=as_target)
+
+
+def real_datasets() -> list[DatasetEntry]:
+    """Known dataset kinds under ``DUDA_DATASETS_ROOT`` (present or with the reason they are not),
+    and custom datasets: folders holding a ``dataset.yaml`` of DatasetConfig fields."""
+    root = settings.DATASETS_ROOT
+    if root is None:
+        return []
+    root = Path(root)
+    entries: list[DatasetEntry] = []
+    for kind, info in REAL_KINDS.items():
+        folder = _find_folder(root, info["folders"]) if root.is_dir() else None
+        missing = f"no folder {root}/{info['folders'][0]}" if root.is_dir() else f"the data root {root} does not exist"
+        base = {"kind": kind, "root": str(folder or root / info["folders"][0]), "resize": list(info["resize"])}
+        if kind == "acdc":
+            for condition in ACDC_CONDITIONS:
+                entries.append(_real_entry(f"acdc-{condition}", f"ACDC {condition}", base | {"condition": condition},
+                                           folder is not None, missing))
+        else:
+            entries.append(_real_entry(kind, info["label"], base, folder is not None, missing))
+    if root.is_dir():
+        for manifest in sorted(root.glob(f"*/{CUSTOM_MANIFEST}")):
+            folder = manifest.parent
+            key = f"custom:{folder.name}"
+            try:
+                data = yaml.safe_load(manifest.read_text()) or {}
+                if not isinstance(data, dict):
+                    raise ValueError("must be a mapping of dataset fields")
+            except (OSError, ValueError, yaml.YAMLError) as error:
+                entries.append(DatasetEntry(key, folder.name, "custom", {"kind": "custom", "root": str(folder)}, ok=False,
+                                            reason=f"{manifest}: {error}", usable_as_source=False, usable_as_target=False))
+                continue
+            config = {"kind": "custom", **{k: v for k, v in data.items() if k not in ("kind", "root", "label")}, "root": str(folder)}
+            entries.append(_real_entry(key, str(data.get("label", folder.name)), config, True, ""))
+    return entries
+
+
+def datasets() -> list[DatasetEntry]:
+    return _toy_entries() + real_datasets()
+
+
+def dataset_by_key(key: str) -> DatasetEntry | None:
+    if key.startswith("toy:"):
+        return next((e for e in _toy_entries() if e.key == key), None)
+    return next((e for e in real_datasets() if e.key == key), None)
+
+
+def pair_base_config(source: DatasetEntry, target: DatasetEntry) -> dict[str, Any]:
+    """A base config for a source/target pair: the datasets and the engine's recipe defaults."""
+    config: dict[str, Any] = {"source": dict(source.config), "target": dict(target.config)}
+    if source.kind == "synthia":
+        config["eval"] = {"class_subset": "synthia16"}
+    return config

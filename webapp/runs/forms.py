@@ -1,0 +1,143 @@
+"""The launch form: the same fields as the API's ``RunCreateInput``, turned into the same ``LaunchSpec``."""
+
+from __future__ import annotations
+
+import yaml
+from django import forms
+
+from webapp.runs import catalog, services
+from webapp.runs.api.serializers import parse_crop_size
+
+NUMBER = {"inputmode": "numeric"}
+
+
+def _preset_choices(heavy_first: bool) -> list:
+    presets = catalog.presets()
+    light = [(p["name"], f"{p['name']} — {p['description']}") for p in presets if not p["heavy"]]
+    heavy = [(p["name"], f"{p['name']} — {p['description']}") for p in presets if p["heavy"]]
+    groups = [("Light (deployable students)", light), ("Heavy (auxiliary / teacher)", heavy)]
+    return groups[::-1] if heavy_first else groups
+
+
+def parse_overrides(text: str) -> dict:
+    """``key.sub = value`` (or ``key.sub: value``) per line; values are YAML (``3``, ``true``, ``[1, 2]``)."""
+    overrides = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        separator = "=" if "=" in line else ":" if ":" in line else None
+        if separator is None:
+            raise forms.ValidationError(f"line {number}: expected key = value, got {line!r}")
+        key, value = (part.strip() for part in line.split(separator, 1))
+        if not key:
+            raise forms.ValidationError(f"line {number}: the key is empty")
+        try:
+            overrides[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            raise forms.ValidationError(f"line {number}: {value!r} is not a valid value") from None
+    return overrides
+
+
+class RunLaunchForm(forms.Form):
+    name = forms.CharField(required=False, max_length=200, help_text="defaults to method and benchmark")
+    benchmark = forms.ChoiceField(required=False)
+    source = forms.ChoiceField(required=False, help_text="labelled source dataset")
+    target = forms.ChoiceField(required=False, help_text="target dataset (its val split must be labelled)")
+    method = forms.ChoiceField()
+    student = forms.ChoiceField(help_text="light backbone: the network you deploy")
+    auxiliary = forms.ChoiceField(required=False, help_text="heavy backbone: DUDA's auxiliary student and teacher")
+    iterations = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    crop_size = forms.CharField(required=False, help_text="H×W, e.g. 512x512")
+    batch_size = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    seed = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    baseline = forms.CharField(required=False, widget=forms.Select(choices=[("auto", "latest matching source-only run")]),
+                               help_text="source-only run whose predictions and per-class IoU are compared")
+    # advanced
+    eval_interval = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    checkpoint_interval = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    log_interval = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    num_samples = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    max_val_images = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    num_workers = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    lr = forms.FloatField(required=False, label="Learning rate")
+    warmup_iters = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    device = forms.CharField(required=False, help_text="auto, cpu, cuda or cuda:N")
+    overrides = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "self_training.mic_weight = 1.0\nduda.kd_weight = 0.5"}),
+        help_text="any engine config field, one 'dotted.key = value' per line",
+    )
+
+    ADVANCED = services.ADVANCED_FIELDS + ("overrides",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        benchmarks = catalog.toy_benchmarks()
+        datasets = catalog.datasets()
+        self.benchmarks = benchmarks
+        self.datasets = datasets
+        self.fields["benchmark"].choices = [(b["key"], b["label"]) for b in benchmarks] + [("", "— a source/target pair —")]
+        self.fields["source"].choices = [("", "—")] + [(d.key, self._dataset_label(d)) for d in datasets]
+        self.fields["target"].choices = [("", "—")] + [(d.key, self._dataset_label(d)) for d in datasets]
+        self.fields["method"].choices = [(m["name"], m["label"]) for m in catalog.methods()]
+        self.fields["student"].choices = _preset_choices(heavy_first=False)
+        self.fields["auxiliary"].choices = _preset_choices(heavy_first=True)
+        if not self.is_bound and benchmarks:
+            defaults = benchmarks[0]["defaults"]
+            self.initial.setdefault("benchmark", benchmarks[0]["key"])
+            for key, value in defaults.items():
+                if key in self.fields:
+                    self.initial.setdefault(key, "x".join(map(str, value)) if key == "crop_size" else value)
+            self.initial.setdefault("baseline", "auto")
+
+    @staticmethod
+    def _dataset_label(entry) -> str:
+        if entry.toy:
+            return f"{entry.label} (bundled)"
+        return entry.label if entry.ok else f"{entry.label} — not usable: {entry.reason[:80]}"
+
+    def clean_crop_size(self):
+        value = self.cleaned_data.get("crop_size", "")
+        if not value:
+            return None
+        try:
+            return parse_crop_size(value)
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def clean_overrides(self):
+        return parse_overrides(self.cleaned_data.get("overrides", ""))
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("benchmark") and not (data.get("source") or data.get("target")):
+            self.add_error("benchmark", "choose a benchmark, or a source and a target dataset")
+        return data
+
+    def to_spec(self) -> services.LaunchSpec:
+        d = self.cleaned_data
+        baseline = d.get("baseline", "auto")
+        if baseline in ("auto", None):
+            baseline = services.AUTO
+        elif baseline == "":
+            baseline = None
+        values = {name: d.get(name) for name in (
+            "iterations", "crop_size", "batch_size", "seed", "eval_interval", "checkpoint_interval", "log_interval",
+            "num_samples", "max_val_images", "num_workers", "lr", "warmup_iters",
+        )}
+        return services.LaunchSpec(
+            method=d["method"], student=d["student"], benchmark=d.get("benchmark") or "",
+            source=d.get("source") or "" if not d.get("benchmark") else "",
+            target=d.get("target") or "" if not d.get("benchmark") else "",
+            name=d.get("name") or "", auxiliary=d.get("auxiliary") or None, device=d.get("device") or None,
+            overrides=d.get("overrides") or {}, baseline=baseline, **values,
+        )
+
+    def add_service_errors(self, error) -> None:
+        """Put an ApplicationError's field errors next to their fields (the rest above the form)."""
+        if not error.fields:
+            self.add_error(None, error.message)
+        for name, messages in error.fields.items():
+            for message in messages:
+                self.add_error(name if name in self.fields else None, message)

@@ -1,0 +1,239 @@
+"""Runs and what they produce: metric points, per-class IoU, checkpoints, prediction samples, log lines.
+
+A run's status changes only through ``services.run_transition``; the allowed moves live here, with
+the model, so that every writer shares one table of them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+# Allowed status moves. running -> queued is the requeue of a run whose worker died; failed|cancelled
+# -> queued is a resume; queued -> cancelled cancels a run no worker has picked up yet.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.QUEUED}),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.FAILED: frozenset({RunStatus.QUEUED}),
+    RunStatus.CANCELLED: frozenset({RunStatus.QUEUED}),
+}
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class Run(models.Model):
+    """One domain-adaptation experiment: its validated engine config, its state and its results."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    name = models.CharField(max_length=200)
+    method = models.CharField(max_length=32)
+    benchmark = models.CharField(max_length=64, blank=True, help_text="bundled toy benchmark, or empty for a real pair")
+    source_dataset = models.CharField(max_length=200)
+    target_dataset = models.CharField(max_length=200)
+    student = models.CharField(max_length=64, help_text="light backbone: the deployed network")
+    auxiliary = models.CharField(max_length=64, blank=True, help_text="heavy backbone: DUDA's auxiliary and teacher")
+    config = models.JSONField(help_text="the engine's full validated config")
+    baseline = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="a succeeded source-only run on the same target with the same student",
+    )
+    output_dir = models.CharField(max_length=1000, blank=True)
+
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    total_steps = models.PositiveIntegerField()
+    step = models.PositiveIntegerField(default=0)
+    seconds_per_step = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="times a worker has claimed the run")
+    claim_token = models.CharField(max_length=32, blank=True, help_text="identifies the worker that holds the run")
+    worker_host = models.CharField(max_length=200, blank=True)
+    worker_gpu = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+
+    best_miou = models.FloatField(null=True, blank=True)
+    final_miou = models.FloatField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="run_owner_created"),
+            models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=[s.value for s in RunStatus]), name="run_status_valid"
+            ),
+            models.CheckConstraint(condition=models.Q(step__lte=models.F("total_steps")), name="run_step_within_total"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.name} ({self.status})"
+
+    # --- invariants and derived values ------------------------------------------------------
+    def can_transition(self, to: str) -> bool:
+        return to in TRANSITIONS[self.status]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.is_active and not self.cancel_requested
+
+    @property
+    def can_resume(self) -> bool:
+        return self.can_transition(RunStatus.QUEUED) and self.status != RunStatus.RUNNING
+
+    @property
+    def can_delete(self) -> bool:
+        return self.status != RunStatus.RUNNING
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.status != RunStatus.RUNNING or not self.seconds_per_step:
+            return None
+        return max(0.0, (self.total_steps - self.step) * self.seconds_per_step)
+
+    def heartbeat_age(self, now=None) -> timedelta | None:
+        if self.heartbeat_at is None:
+            return None
+        return (now or timezone.now()) - self.heartbeat_at
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output_dir)
+
+    def resolve(self, relative: str) -> Path:
+        """A file of this run by its path relative to the run folder; never escapes the folder."""
+        folder = self.folder.resolve()
+        path = (folder / relative).resolve()
+        if folder not in path.parents and path != folder:
+            raise ValueError(f"{relative!r} is outside the run folder")
+        return path
+
+
+class MetricPoint(models.Model):
+    """One value of one named metric at one step (losses, learning rate, target mIoU...)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_points")
+    step = models.PositiveIntegerField()
+    name = models.CharField(max_length=64)
+    value = models.FloatField()
+
+    class Meta:
+        ordering = ["step", "name"]
+        constraints = [models.UniqueConstraint(fields=["run", "step", "name"], name="metric_unique_run_step_name")]
+        indexes = [models.Index(fields=["run", "step"], name="metric_run_step")]
+
+
+class ClassIoU(models.Model):
+    """IoU of one class at one evaluation (``iou`` is null when the class is absent)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="class_ious")
+    step = models.PositiveIntegerField()
+    class_index = models.PositiveSmallIntegerField()
+    class_name = models.CharField(max_length=64)
+    iou = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["step", "class_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step", "class_index"], name="classiou_unique_run_step_class")
+        ]
+
+
+class CheckpointKind(models.TextChoices):
+    FULL = "full", "full training state"
+    STUDENT = "student", "student only"
+
+
+class Checkpoint(models.Model):
+    """A checkpoint file in the run folder, with its size and sha256 (the download's ETag)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=CheckpointKind.choices)
+    path = models.CharField(max_length=500, help_text="relative to the run folder")
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-step", "kind"]
+        constraints = [models.UniqueConstraint(fields=["run", "kind", "step"], name="checkpoint_unique_run_kind_step")]
+
+
+class SampleRole(models.TextChoices):
+    INPUT = "input", "input"
+    GROUND_TRUTH = "ground_truth", "ground truth"
+    STUDENT = "student", "adapted student"
+    TEACHER = "teacher", "teacher"
+
+
+class PredictionSample(models.Model):
+    """One PNG of one sampled target image at one evaluation.
+
+    Predictions (student, teacher) are palette PNGs whose pixel values are class ids; the input and
+    ground truth do not change between evaluations and are stored once, at the first step.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
+    step = models.PositiveIntegerField()
+    image_name = models.CharField(max_length=200)
+    role = models.CharField(max_length=16, choices=SampleRole.choices)
+    path = models.CharField(max_length=500, help_text="relative to the run folder")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["step", "image_name", "role"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step", "image_name", "role"], name="sample_unique_run_step_image_role")
+        ]
+
+
+class RunEvent(models.Model):
+    """One line of a run's log: status changes, worker messages, the engine's status lines."""
+
+    class Level(models.TextChoices):
+        INFO = "info", "info"
+        WARNING = "warning", "warning"
+        ERROR = "error", "error"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now)
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["run", "created_at"], name="event_run_created")]

@@ -1,0 +1,266 @@
+"""Reads: what a user may see, and the shapes the pages and the API draw from.
+
+Visibility is one rule, applied everywhere (pages, API, checkpoint downloads, sockets): a user sees
+their own runs, staff see all; anything else is "not found", never "forbidden".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from webapp.runs.errors import ApplicationError
+from webapp.runs.models import (
+    Checkpoint,
+    CheckpointKind,
+    ClassIoU,
+    MetricPoint,
+    PredictionSample,
+    Run,
+    RunEvent,
+    RunStatus,
+    SampleRole,
+)
+
+METRIC_PAGE_LIMIT = 50000
+
+
+def runs_visible_to(user) -> QuerySet[Run]:
+    if not getattr(user, "is_authenticated", False):
+        return Run.objects.none()
+    if user.is_staff:
+        return Run.objects.all()
+    return Run.objects.filter(owner=user)
+
+
+def run_is_visible(*, user, run_id: int) -> bool:
+    return runs_visible_to(user).filter(pk=run_id).exists()
+
+
+def run_get(*, user, run_id) -> Run:
+    try:
+        run_id = int(run_id)
+    except (TypeError, ValueError):
+        raise ApplicationError.not_found() from None
+    run = runs_visible_to(user).select_related("owner", "baseline").filter(pk=run_id).first()
+    if run is None:
+        raise ApplicationError.not_found()
+    return run
+
+
+def run_list(*, user, status: str = "", method: str = "", query: str = "", target: str = "", benchmark: str = "",
+             student: str = "") -> QuerySet[Run]:
+    runs = runs_visible_to(user).select_related("owner")
+    if status:
+        runs = runs.filter(status__in=[s for s in status.split(",") if s])
+    if method:
+        runs = runs.filter(method__in=[m for m in method.split(",") if m])
+    if target:
+        runs = runs.filter(target_dataset=target)
+    if benchmark:
+        runs = runs.filter(benchmark=benchmark)
+    if student:
+        runs = runs.filter(student=student)
+    if query:
+        q = Q(name__icontains=query) | Q(source_dataset__icontains=query) | Q(target_dataset__icontains=query)
+        if query.isdigit():
+            q |= Q(pk=int(query))
+        runs = runs.filter(q)
+    return runs
+
+
+def baseline_candidates(*, user, target_dataset: str, student: str) -> QuerySet[Run]:
+    """Succeeded source-only runs of this user on the same target with the same student, newest first."""
+    return runs_visible_to(user).filter(
+        method="source_only", status=RunStatus.SUCCEEDED, target_dataset=target_dataset, student=student
+    ).order_by("-finished_at", "-id")
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+def metric_points(*, run: Run, since: int | None = None, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Metric points with ``step > since`` (all when ``since`` is None), ordered by step then name."""
+    points = MetricPoint.objects.filter(run=run)
+    if since is not None:
+        points = points.filter(step__gt=since)
+    if names:
+        points = points.filter(name__in=names)
+    rows = points.order_by("step", "name").values_list("step", "name", "value")[:METRIC_PAGE_LIMIT]
+    return [{"step": step, "name": name, "value": value} for step, name, value in rows]
+
+
+def _clean(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def class_palette(run: Run) -> list[dict[str, Any]]:
+    """The run's classes: index, name and RGB colour (what the gallery's legend and masks use)."""
+    classes = run.config.get("classes", {})
+    if classes.get("preset", "cityscapes") == "custom":
+        names, colours = classes.get("names", []), classes.get("colours", [])
+    else:
+        from duda_engine.data.classes import CITYSCAPES
+
+        names, colours = CITYSCAPES.names, CITYSCAPES.colours
+    return [{"index": i, "name": n, "colour": list(c)} for i, (n, c) in enumerate(zip(names, colours, strict=False))]
+
+
+def _ious_by_step(run: Run) -> dict[int, dict[int, float | None]]:
+    table: dict[int, dict[int, float | None]] = {}
+    for step, index, iou in ClassIoU.objects.filter(run=run).values_list("step", "class_index", "iou"):
+        table.setdefault(step, {})[index] = _clean(iou)
+    return table
+
+
+def class_iou_table(*, run: Run) -> dict[str, Any]:
+    """Per-class IoU at every evaluation, and the source-only baseline's last evaluation beside it.
+
+    ``delta`` is the change of the latest evaluation against the baseline, per class (None where
+    either side has no value).
+    """
+    table = _ious_by_step(run)
+    steps = sorted(table)
+    classes = class_palette(run)
+    latest = table[steps[-1]] if steps else {}
+    baseline = None
+    if run.baseline_id:
+        base_table = _ious_by_step(run.baseline)
+        if base_table:
+            base_step = max(base_table)
+            baseline = {
+                "run_id": run.baseline_id,
+                "name": run.baseline.name,
+                "step": base_step,
+                "miou": run.baseline.final_miou,
+                "ious": [base_table[base_step].get(c["index"]) for c in classes],
+            }
+    delta = None
+    if baseline and steps:
+        delta = [
+            (latest.get(c["index"]) - b) if latest.get(c["index"]) is not None and b is not None else None
+            for c, b in zip(classes, baseline["ious"], strict=True)
+        ]
+    return {
+        "classes": classes,
+        "steps": steps,
+        "ious": {str(step): [table[step].get(c["index"]) for c in classes] for step in steps},
+        "baseline": baseline,
+        "delta": delta,
+    }
+
+
+def sample_url(run_id: int, sample_id: int) -> str:
+    return f"/api/runs/{run_id}/samples/{sample_id}/image/"
+
+
+def samples_index(*, run: Run) -> dict[str, Any]:
+    """The gallery's data: per sampled image its input and ground truth, per evaluation step the
+    predictions by role, and the source-only baseline's latest student predictions of the same images."""
+    rows = list(PredictionSample.objects.filter(run=run).values("id", "step", "image_name", "role", "width", "height"))
+    images: dict[str, dict[str, Any]] = {}
+    steps: dict[int, dict[str, dict[str, str]]] = {}
+    for row in rows:
+        entry = images.setdefault(row["image_name"], {"name": row["image_name"], "width": row["width"], "height": row["height"]})
+        url = sample_url(run.pk, row["id"])
+        if row["role"] in (SampleRole.INPUT, SampleRole.GROUND_TRUTH):
+            entry[row["role"]] = url
+        else:
+            steps.setdefault(row["step"], {}).setdefault(row["image_name"], {})[row["role"]] = url
+    baseline = None
+    if run.baseline_id:
+        base_rows = PredictionSample.objects.filter(run_id=run.baseline_id, role=SampleRole.STUDENT)
+        base_step = base_rows.order_by("-step").values_list("step", flat=True).first()
+        if base_step is not None:
+            baseline = {
+                "run_id": run.baseline_id,
+                "name": run.baseline.name,
+                "step": base_step,
+                "predictions": {
+                    name: sample_url(run.baseline_id, sample_id)
+                    for sample_id, name in base_rows.filter(step=base_step).values_list("id", "image_name")
+                },
+            }
+    ious = _ious_by_step(run)
+    return {
+        "run_id": run.pk,
+        "classes": class_palette(run),
+        "images": sorted(images.values(), key=lambda e: e["name"]),
+        "steps": [
+            {"step": step, "predictions": steps[step], "miou": _step_miou(ious.get(step))}
+            for step in sorted(steps)
+        ],
+        "baseline": baseline,
+    }
+
+
+def _step_miou(ious: dict[int, float | None] | None) -> float | None:
+    if not ious:
+        return None
+    values = [v for v in ious.values() if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def sample_get(*, run: Run, sample_id: int) -> PredictionSample:
+    """A sample image of ``run``, or of the run's baseline (the gallery shows its predictions)."""
+    allowed = [run.pk] + ([run.baseline_id] if run.baseline_id else [])
+    sample = PredictionSample.objects.filter(pk=sample_id, run_id__in=allowed).select_related("run").first()
+    if sample is None:
+        raise ApplicationError.not_found("sample")
+    return sample
+
+
+def checkpoints_of(*, run: Run) -> QuerySet[Checkpoint]:
+    return Checkpoint.objects.filter(run=run).order_by("kind", "-step")
+
+
+def checkpoint_get(*, run: Run, checkpoint: str) -> Checkpoint:
+    """A checkpoint by id, or ``student`` / ``full`` for the run's latest of that kind."""
+    rows = Checkpoint.objects.filter(run=run)
+    if checkpoint in (CheckpointKind.STUDENT, CheckpointKind.FULL):
+        found = rows.filter(kind=checkpoint).order_by("-step").first()
+    elif str(checkpoint).isdigit():
+        found = rows.filter(pk=int(checkpoint)).first()
+    else:
+        found = None
+    if found is None:
+        raise ApplicationError.not_found("checkpoint")
+    return found
+
+
+def events_tail(*, run: Run, limit: int = 200) -> list[RunEvent]:
+    events = list(RunEvent.objects.filter(run=run).order_by("-created_at", "-id")[:limit])
+    events.reverse()
+    return events
+
+
+def compare_data(*, user, run_ids: list[int]) -> dict[str, Any]:
+    """Curves (target mIoU and losses) and the latest per-class IoU of several runs, for overlaying."""
+    runs = list(runs_visible_to(user).filter(pk__in=run_ids))
+    order = {rid: i for i, rid in enumerate(run_ids)}
+    runs.sort(key=lambda r: order.get(r.pk, 0))
+    out = []
+    for run in runs:
+        table = _ious_by_step(run)
+        last = max(table) if table else None
+        out.append(
+            {
+                "id": run.pk,
+                "name": run.name,
+                "method": run.method,
+                "status": run.status,
+                "student": run.student,
+                "target_dataset": run.target_dataset,
+                "best_miou": run.best_miou,
+                "final_miou": run.final_miou,
+                "metrics": metric_points(run=run),
+                "class_iou_step": last,
+                "class_iou": [table[last].get(c["index"]) for c in class_palette(run)] if last is not None else None,
+            }
+        )
+    classes = class_palette(runs[0]) if runs else []
+    return {"runs": out, "classes": classes}

@@ -1,0 +1,110 @@
+"""Pages: thin views that render templates; the pages' scripts read the REST API and the run's socket."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.runs import catalog, selectors, services
+from webapp.runs.errors import ApplicationError
+from webapp.runs.forms import RunLaunchForm
+from webapp.runs.models import RunStatus
+
+
+def _run_or_404(request: HttpRequest, run_id: int):
+    try:
+        return selectors.run_get(user=request.user, run_id=run_id)
+    except ApplicationError:
+        raise Http404("run not found") from None
+
+
+@login_required
+def runs_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "runs/list.html", {
+        "statuses": RunStatus.values,
+        "methods": catalog.methods(),
+    })
+
+
+@login_required
+def run_new(request: HttpRequest) -> HttpResponse:
+    form = RunLaunchForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = services.run_create(owner=request.user, spec=form.to_spec())
+        except ApplicationError as error:
+            form.add_service_errors(error)
+        else:
+            messages.success(request, f"Run #{run.pk} queued.")
+            return redirect("runs:detail", run_id=run.pk)
+    status = 400 if request.method == "POST" else 200
+    options = {
+        "benchmarks": form.benchmarks,
+        "datasets": [d.as_dict() for d in form.datasets],
+        "presets": catalog.presets(),
+    }
+    return render(request, "runs/new.html", {
+        "form": form,
+        "advanced": [form[name] for name in RunLaunchForm.ADVANCED],
+        "advanced_has_errors": any(form[name].errors for name in RunLaunchForm.ADVANCED),
+        "real_datasets": [d for d in form.datasets if not d.toy],
+        "options": options,
+        "datasets_root": catalog.settings.DATASETS_ROOT,
+    }, status=status)
+
+
+@login_required
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(request, run_id)
+    return render(request, "runs/detail.html", {
+        "run": run,
+        "config_json": json.dumps(run.config, indent=2),
+        "checkpoints": selectors.checkpoints_of(run=run),
+    })
+
+
+@login_required
+def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(request, run_id)
+    others = selectors.runs_visible_to(request.user).filter(target_dataset=run.target_dataset).exclude(pk=run.pk)
+    return render(request, "runs/gallery.html", {
+        "run": run,
+        "others": others.order_by("-created_at")[:50],
+        "compare_id": request.GET.get("compare", ""),
+        "gallery_config": {"run": run.pk, "method": run.method, "name": run.name},
+    })
+
+
+@login_required
+def runs_compare(request: HttpRequest) -> HttpResponse:
+    ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.strip().isdigit()]
+    return render(request, "runs/compare.html", {"ids": ids})
+
+
+@login_required
+@require_POST
+def run_action(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
+    """Cancel, resume or delete from a page (plain form posts; the scripts use the API)."""
+    try:
+        if action == "cancel":
+            services.run_cancel(user=request.user, run_id=run_id)
+            messages.info(request, "Cancel requested.")
+        elif action == "resume":
+            services.run_resume(user=request.user, run_id=run_id)
+            messages.info(request, "Run queued again; it resumes from its latest checkpoint.")
+        elif action == "delete":
+            services.run_delete(user=request.user, run_id=run_id)
+            messages.info(request, f"Run #{run_id} deleted.")
+            return redirect("runs:list")
+        else:
+            raise Http404("unknown action")
+    except ApplicationError as error:
+        if error.status_code == 404:
+            raise Http404("run not found") from None
+        messages.error(request, error.message)
+    return redirect("runs:detail", run_id=run_id)

@@ -1,0 +1,169 @@
+"""The engine's callbacks implemented with database rows and channel messages.
+
+Every metric point is stored; points are buffered and written in batches at most ``PUBLISH_HZ``
+times a second, and each batch is published to the run's group right after it is written, so the
+browser gets at most about ten messages a second per run and whatever it gets is already in the
+database (a client that reconnects and asks REST for ``since=<step>`` finds no gap).
+
+A heartbeat thread beats while the run trains (also through long evaluations and data
+generation) and notices when this worker has lost the run; ``should_stop`` answers a cancel within
+a few iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from django.db import close_old_connections, connection
+
+from duda_engine.callbacks import Callbacks, PredictionSample
+from duda_engine.evaluate import EvalResult
+from webapp.runs import live, services
+
+log = logging.getLogger(__name__)
+
+PUBLISH_HZ = 10.0
+CANCEL_CHECK_S = 0.25
+
+
+class Heartbeat(threading.Thread):
+    """Beats ``Run.heartbeat_at`` every ``interval`` seconds while the run is held by this worker."""
+
+    def __init__(self, run_id: int, token: str, interval: float):
+        super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
+        self.run_id, self.token, self.interval = run_id, token, interval
+        self.lost = threading.Event()
+        self.cancel_requested = threading.Event()
+        self._stop_event = threading.Event()
+
+    def beat(self) -> None:
+        state = services.run_heartbeat(run_id=self.run_id, token=self.token)
+        if not state.owner:
+            self.lost.set()
+        if state.cancel_requested:
+            self.cancel_requested.set()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(self.interval):
+                try:
+                    self.beat()
+                except Exception:  # noqa: BLE001 - a database hiccup must not kill the heartbeat
+                    log.warning("heartbeat of run %s failed", self.run_id, exc_info=True)
+                    close_old_connections()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=self.interval + 5)
+
+
+class RunCallbacks(Callbacks):
+    """Maps the engine's callbacks to ``webapp.runs.services`` (rows, files) and ``live.publish``."""
+
+    def __init__(self, run_id: int, token: str, heartbeat: Heartbeat | None = None, publish_hz: float = PUBLISH_HZ):
+        self.run_id, self.token, self.heartbeat = run_id, token, heartbeat
+        self.min_interval = 1.0 / publish_hz
+        self.pending: list[tuple[int, str, float]] = []
+        self.last_flush = 0.0
+        self.step = 0
+        self.total = 0
+        self.seconds_per_step: float | None = None
+        self._rate_mark: tuple[float, int] | None = None
+        self._last_cancel_check = 0.0
+        self._cancel = False
+        self.shutdown_requested = threading.Event()  # set on a warm worker shutdown: stop and requeue
+        self.published = 0
+
+    # --- batching and publishing ------------------------------------------------------------
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.pending or (not force and now - self.last_flush < self.min_interval):
+            return
+        points, self.pending = self.pending, []
+        services.metrics_record(run_id=self.run_id, points=points)
+        services.run_progress(run_id=self.run_id, step=self.step, seconds_per_step=self.seconds_per_step, token=self.token)
+        self.last_flush = now
+        eta = (self.total - self.step) * self.seconds_per_step if self.seconds_per_step else None
+        live.publish(
+            self.run_id,
+            "metrics",
+            {
+                "step": max(p[0] for p in points),
+                "points": [{"step": s, "name": n, "value": v} for s, n, v in points],
+                "progress": {"step": self.step, "total_steps": self.total, "eta_seconds": eta},
+            },
+        )
+        self.published += 1
+
+    def _update_rate(self, step: int) -> None:
+        """Wall-clock seconds per iteration (evaluations included), smoothed, for the ETA."""
+        now = time.monotonic()
+        if self._rate_mark is not None and step > self._rate_mark[1]:
+            sample = (now - self._rate_mark[0]) / (step - self._rate_mark[1])
+            self.seconds_per_step = sample if self.seconds_per_step is None else 0.7 * self.seconds_per_step + 0.3 * sample
+        self._rate_mark = (now, step)
+
+    # --- the engine's callbacks -----------------------------------------------------------------
+    def on_start(self, total_steps: int, start_step: int) -> None:
+        self.step, self.total = start_step, total_steps
+        self._rate_mark = (time.monotonic(), start_step)
+        services.run_progress(run_id=self.run_id, step=start_step, seconds_per_step=None, token=self.token)
+        where = f"resuming at iteration {start_step}" if start_step else "starting"
+        services.run_event_add(run_id=self.run_id, message=f"training {where} of {total_steps}")
+
+    def on_metrics(self, step: int, values: dict[str, float]) -> None:
+        self._update_rate(step)
+        self.step = step
+        self.pending.extend((step, name, float(value)) for name, value in values.items())
+        self.flush()
+
+    def on_evaluation(self, step: int, result: EvalResult) -> None:
+        self.step = max(self.step, step)
+        self.flush(force=True)
+        services.evaluation_record(
+            run_id=self.run_id, step=step, miou=result.miou, per_class=result.per_class,
+            pixel_accuracy=result.pixel_accuracy,
+        )
+        live.publish(self.run_id, "evaluation", {"step": step, "miou": result.miou, "per_class": result.per_class,
+                                                 "pixel_accuracy": result.pixel_accuracy})
+        # The points written by evaluation_record reach open sockets as a metrics message too.
+        live.publish(self.run_id, "metrics", {
+            "step": step,
+            "points": [{"step": step, "name": "eval/miou", "value": result.miou},
+                       {"step": step, "name": "eval/pixel_accuracy", "value": result.pixel_accuracy}],
+            "progress": {"step": self.step, "total_steps": self.total, "eta_seconds": None},
+        })
+
+    def on_samples(self, step: int, samples: list[PredictionSample]) -> None:
+        count = services.samples_record(run_id=self.run_id, step=step, samples=[(s.name, s.images) for s in samples])
+        live.publish(self.run_id, "samples", {"step": step, "count": count})
+
+    def on_checkpoint(self, step: int, path: Path, kind: str) -> None:
+        self.flush(force=True)
+        checkpoint = services.checkpoint_record(run_id=self.run_id, step=step, path=Path(path), kind=kind)
+        if checkpoint is not None:
+            live.publish(self.run_id, "checkpoint", {"step": step, "kind": kind, "id": checkpoint.pk,
+                                                     "size": checkpoint.size, "sha256": checkpoint.sha256})
+
+    def on_status(self, message: str) -> None:
+        self.flush(force=True)
+        services.run_event_add(run_id=self.run_id, message=message)
+
+    def should_stop(self) -> bool:
+        if self.shutdown_requested.is_set():
+            return True
+        if self.heartbeat is not None and (self.heartbeat.lost.is_set() or self.heartbeat.cancel_requested.is_set()):
+            return True
+        now = time.monotonic()
+        if not self._cancel and now - self._last_cancel_check >= CANCEL_CHECK_S:
+            self._last_cancel_check = now
+            self._cancel = services.run_cancel_requested(run_id=self.run_id)
+        return self._cancel
+
+    def close(self) -> None:
+        self.flush(force=True)
