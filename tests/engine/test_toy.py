@@ -249,6 +249,16 @@ def test_parallel_generation_matches_render_sample(tmp_path, monkeypatch):
     assert np.array_equal(stored, render_sample("synthetic_a", "demo", "val", 7)[1])
 
 
+def test_parallel_generation_reports_a_failing_worker(tmp_path, monkeypatch):
+    monkeypatch.setitem(toy.TOY_COUNTS, "demo", {"train": 4, "val": 12})
+    monkeypatch.setattr(toy, "_PARALLEL_MIN", 8)
+    monkeypatch.setenv("DUDA_TOY_WORKERS", "2")
+    monkeypatch.setattr(toy, "_WORKER_CODE", "import sys; sys.stderr.write('worker exploded'); sys.exit(3)")
+    with pytest.raises(RuntimeError, match="worker exploded"):
+        ensure_toy_domain("synthetic_a", "demo", "val", cache_root=tmp_path)
+    assert list((tmp_path / f"synthetic_a_demo_g{GENERATOR_VERSION}").iterdir()) == []
+
+
 def test_default_cache_root(monkeypatch, tmp_path):
     monkeypatch.setenv("DUDA_TOY_CACHE", str(tmp_path / "elsewhere"))
     assert default_cache_root() == tmp_path / "elsewhere"
