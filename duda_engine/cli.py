@@ -1,4 +1,4 @@
-"""``python -m duda_engine train|eval|predict --config FILE``: the engine without the web app."""
+"""``python -m duda_engine train|eval|predict|export|bench``: the engine without the web app."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
+from duda_engine.bench import add_bench_parser
 from duda_engine.callbacks import Callbacks
 from duda_engine.checkpoint import CheckpointError
 from duda_engine.config import ConfigError, ExperimentConfig, load_config
 from duda_engine.data.datasets import DatasetError, build_dataset, read_image
 from duda_engine.evaluate import EvalResult, colorize, predict_logits
+from duda_engine.export import add_export_parser
 from duda_engine.models import PretrainedWeightsError
 from duda_engine.student import load_student
 from duda_engine.validation import class_spec, resolve_device
@@ -164,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--window", type=int, default=512)
     predict.add_argument("--stride", type=int, default=341)
     predict.set_defaults(handler=command_predict)
+
+    add_export_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
