@@ -32,7 +32,16 @@ from duda_engine.config import ConfigError, ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.data.datasets import SegmentationDataset
 from duda_engine.data.pipeline import StepKeys, TrainingData, build_training_data
-from duda_engine.distributed import any_rank, barrier, gather_objects, init_world, parameter_checksum
+from duda_engine.distributed import (
+    Rendezvous,
+    World,
+    any_rank,
+    barrier,
+    gather_objects,
+    init_world,
+    parameter_checksum,
+    shutdown,
+)
 from duda_engine.evaluate import ConfusionMeter, EvalResult, colorize, predict_logits
 from duda_engine.methods import build_method
 from duda_engine.methods.common import to_batch
@@ -171,13 +180,22 @@ def write_config(config: ExperimentConfig) -> None:
     atomic_write_bytes(path, lambda handle: handle.write(text))
 
 
-def train(config: ExperimentConfig, callbacks: Callbacks | None = None, *, resume: bool = True) -> TrainResult:
+def train(config: ExperimentConfig, callbacks: Callbacks | None = None, *, resume: bool = True,
+          rendezvous: Rendezvous | None = None) -> TrainResult:
     """Train ``config.method`` for ``config.train.iterations`` steps; resumes from the latest checkpoint.
 
-    Under ``torchrun`` every rank calls this; rank 0 alone reports, evaluates and writes files.
+    Under ``torchrun`` every rank calls this; rank 0 alone reports, evaluates and writes files. With
+    ``rendezvous`` this process is rank 0 of ranks it started itself (``spawn_other_ranks``).
     """
     validate_config(config)
-    world = init_world(config.train.device)
+    world = init_world(config.train.device, rendezvous)
+    try:
+        return _train(config, callbacks, resume, world)
+    finally:
+        shutdown()
+
+
+def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, world: World) -> TrainResult:
     callbacks = (callbacks or Callbacks()) if world.is_main else Callbacks()
     classes = class_spec(config)
     device = resolve_device(config.train.device)

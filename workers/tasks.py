@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import traceback
+from pathlib import Path
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
@@ -26,15 +27,46 @@ _current: dict[str, object] = {}
 _current_lock = threading.Lock()
 
 
+def worker_ranks() -> int:
+    """Data-parallel ranks each run is trained with: one per GPU this worker owns (``manage.py worker
+    --gpu 0,1``), or ``--ranks N`` processes on the CPU; 1 for the usual one-GPU worker."""
+    return max(1, int(os.environ.get("DUDA_WORKER_RANKS", "1")))
+
+
 def worker_gpu() -> str:
-    """The accelerator this worker trains on, in words."""
+    """The accelerators this worker trains on, in words."""
     import torch
 
     index = os.environ.get("DUDA_WORKER_GPU", "")
+    ranks = worker_ranks()
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
-        return f"GPU {index or 0}: {name}"
-    return "CPU"
+        return f"GPUs {index}: {ranks} x {name}" if ranks > 1 else f"GPU {index or 0}: {name}"
+    return f"CPU x{ranks}" if ranks > 1 else "CPU"
+
+
+def train_run(config, callbacks):
+    """One rank in this process, or rank 0 here (with the callbacks) and the others as engine processes
+    on this worker's other GPUs. Every rank resumes from the run's latest checkpoint."""
+    from duda_engine.distributed import Rendezvous, free_port, kill_other_ranks, spawn_other_ranks, stop_other_ranks
+    from duda_engine.train import train, write_config
+
+    ranks = worker_ranks()
+    if ranks == 1:
+        return train(config, callbacks, resume=True)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_config(config)  # the other ranks read the run's config from here
+    rendezvous = Rendezvous(size=ranks, port=free_port())
+    log_dir = output_dir / "ranks"
+    others = spawn_other_ranks(output_dir / "config.json", rendezvous, log_dir)
+    try:
+        result = train(config, callbacks, resume=True, rendezvous=rendezvous)
+    except BaseException:
+        kill_other_ranks(others)  # rank 0's failure is the error to report
+        raise
+    stop_other_ranks(others, log_dir, wait_s=120)
+    return result
 
 
 def worker_host(task_hostname: str | None) -> str:
@@ -45,7 +77,6 @@ def worker_host(task_hostname: str | None) -> str:
 def run_adaptation(self, run_id: int) -> str:
     """Train run ``run_id`` with the engine; every outcome ends in a status (or leaves the run alone)."""
     from duda_engine.config import config_from_dict
-    from duda_engine.train import train
     from webapp.runs import services
     from workers.callbacks import Heartbeat, RunCallbacks
 
@@ -61,7 +92,7 @@ def run_adaptation(self, run_id: int) -> str:
         _current["callbacks"] = callbacks
     try:
         config = config_from_dict(claim.run.config)
-        result = train(config, callbacks, resume=True)
+        result = train_run(config, callbacks)
         callbacks.close()
         if heartbeat.lost.is_set():
             log.warning("run %s: another worker holds it now; stopping without touching its status", run_id)

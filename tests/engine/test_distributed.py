@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT, free_port
 from tests.engine.conftest import tiny_config
 
@@ -26,3 +28,15 @@ def test_two_ranks_finish_with_identical_weights(tiny_domains, tmp_path):
     assert first == second
     checkpoint_steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoint_steps == ["checkpoint_0000002.pt", "checkpoint_0000004.pt"]
+
+
+def test_a_failed_spawned_rank_is_reported_with_its_log(tmp_path):
+    from duda_engine.distributed import Rendezvous, spawn_other_ranks, stop_other_ranks
+
+    rendezvous = Rendezvous(size=2, port=free_port())
+    assert rendezvous.rank_environment(1) == {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1",
+                                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(rendezvous.port)}
+    others = spawn_other_ranks(tmp_path / "missing.yaml", rendezvous, tmp_path / "ranks")
+    assert len(others) == 1
+    with pytest.raises(RuntimeError, match=r"rank 1 exited with 2:[\s\S]*missing.yaml does not exist"):
+        stop_other_ranks(others, tmp_path / "ranks", wait_s=120)

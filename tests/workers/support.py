@@ -64,10 +64,10 @@ def purge_queue() -> None:
     client.delete("celery", "unacked", "unacked_index", "unacked_mutex")
 
 
-def start_worker(data_dir: Path, log_path: Path) -> subprocess.Popen:
+def start_worker(data_dir: Path, log_path: Path, *options: str) -> subprocess.Popen:
     log = open(log_path, "ab")  # noqa: SIM115 - closed by stop()
     process = subprocess.Popen(
-        [PYTHON, "manage.py", "worker", "--loglevel", "INFO"],
+        [PYTHON, "manage.py", "worker", "--loglevel", "INFO", *options],
         cwd=REPO_ROOT, env=process_env(data_dir), stdout=log, stderr=subprocess.STDOUT,
     )
     process.log_file = log  # type: ignore[attr-defined]

@@ -1,28 +1,41 @@
-"""``manage.py worker``: one Celery worker process for one GPU (or the CPU)."""
+"""``manage.py worker``: one Celery worker process for one GPU, for several GPUs (each run data-parallel
+over all of them), or for the CPU."""
 
 import os
 import socket
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from webapp.startup import check_services
 
 
 class Command(BaseCommand):
-    help = "Run one Celery worker that trains one run at a time on one GPU."
+    help = "Run one Celery worker that trains one run at a time on one GPU, or data-parallel on several."
 
     def add_arguments(self, parser):
-        parser.add_argument("--gpu", default=os.environ.get("DUDA_WORKER_GPU", ""), help="GPU index (empty: CPU or all visible)")
+        parser.add_argument("--gpu", default=os.environ.get("DUDA_WORKER_GPU", ""),
+                            help="GPU index, or a comma-separated list to train each run data-parallel over "
+                                 "them (empty: CPU or the first visible GPU)")
+        parser.add_argument("--ranks", type=int, default=int(os.environ.get("DUDA_WORKER_RANKS", "1")),
+                            help="without --gpu: data-parallel processes on the CPU (gloo); default 1")
         parser.add_argument("--loglevel", default="INFO")
 
-    def handle(self, *args, gpu: str, loglevel: str, **options):
+    def handle(self, *args, gpu: str, ranks: int, loglevel: str, **options):
         check_services(settings.DATABASES["default"], settings.REDIS_URL or None)
-        if gpu != "":
+        gpus = [g.strip() for g in gpu.split(",") if g.strip()]
+        if any(not g.isdigit() for g in gpus):
+            raise CommandError(f"--gpu: expected GPU indices like 0 or 0,1, got {gpu!r}")
+        if ranks < 1:
+            raise CommandError("--ranks: must be >= 1")
+        if gpus:
+            gpu = ",".join(gpus)
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
             os.environ["DUDA_WORKER_GPU"] = gpu
+            ranks = len(gpus)
+        os.environ["DUDA_WORKER_RANKS"] = str(ranks)
         from workers.celery_app import app
 
-        hostname = f"gpu{gpu}@{socket.gethostname()}" if gpu != "" else f"cpu@{socket.gethostname()}"
+        hostname = f"gpu{gpu.replace(',', '-')}@{socket.gethostname()}" if gpus else f"cpu@{socket.gethostname()}"
         worker = app.Worker(hostname=hostname, pool="solo", concurrency=1, loglevel=loglevel, prefetch_multiplier=1)
         worker.start()
