@@ -1,0 +1,167 @@
+"""Train a grid of runs on the bundled toy benchmarks and tabulate their target mIoU.
+
+    python bench/toy_runs.py --benchmarks toy_gta2real --runs source_only:mit_b0 oracle:mit_b0 \\
+        duda:mit_b2:mit_b0 --seeds 0 1 2 --iterations 400 --jobs 2 --out runs/grid --report docs/results/grid
+
+Each run is ``python -m duda_engine train --config configs/toy/<benchmark>.yaml`` with ``--set``
+overrides for the method, the networks, the seed and the iterations, in its own process with one
+CPU thread (``--jobs`` of them at a time: on a small CPU two one-thread runs finish sooner than two
+two-thread runs in turn). A run whose ``result.json`` exists is not run again, so an interrupted grid
+continues where it stopped. The report is ``<report>.json`` (every run: final mIoU, the evaluations
+along the way, per-class IoU, wall time, the exact command) and ``<report>.md`` (mean ± std over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_LINE = re.compile(r"^\[(\d+)\] target mIoU ([0-9.]+)", re.MULTILINE)
+
+
+@dataclass
+class Job:
+    benchmark: str
+    spec: str  # method:student or duda:auxiliary:student
+    seed: int
+    iterations: int
+    extra: list[str] = field(default_factory=list)  # more --set KEY=VALUE pairs
+
+    @property
+    def method(self) -> str:
+        return self.spec.split(":")[0]
+
+    @property
+    def name(self) -> str:
+        suffix = "".join(f"+{pair}" for pair in self.extra)
+        return f"{self.benchmark}/{self.spec.replace(':', '-')}{suffix}/seed{self.seed}"
+
+    def overrides(self, output_dir: Path) -> list[str]:
+        parts = self.spec.split(":")
+        pairs = [f"method={parts[0]}", f"seed={self.seed}", f"train.iterations={self.iterations}",
+                 f"output_dir={output_dir}"]
+        if parts[0] == "duda":
+            if len(parts) != 3:
+                raise SystemExit(f"error: {self.spec}: write duda:AUXILIARY:STUDENT")
+            pairs += [f"model.auxiliary={parts[1]}", f"model.student={parts[2]}"]
+        else:
+            if len(parts) != 2:
+                raise SystemExit(f"error: {self.spec}: write METHOD:STUDENT")
+            pairs.append(f"model.student={parts[1]}")
+        return pairs + self.extra
+
+    def command(self, output_dir: Path) -> list[str]:
+        args = ["python", "-m", "duda_engine", "train", "--config", f"configs/toy/{self.benchmark}.yaml"]
+        for pair in self.overrides(output_dir):
+            args += ["--set", pair]
+        return args
+
+
+def run_job(job: Job, out: Path, eval_interval: int) -> dict:
+    output_dir = out / job.name
+    result_path = output_dir / "result.json"
+    command = job.command(output_dir)
+    if eval_interval:
+        command += ["--set", f"train.eval_interval={eval_interval}"]
+    log_path = output_dir / "train.log"
+    if not result_path.is_file():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        started = time.perf_counter()
+        with open(log_path, "w") as log:
+            code = subprocess.call([sys.executable, *command[1:]], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if code != 0:
+            return {"job": job.name, "status": "failed", "exit_code": code, "log_tail": log_path.read_text()[-1500:]}
+        (output_dir / "wall_s.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
+        print(f"done {job.name}", flush=True)
+    result = json.loads(result_path.read_text())
+    log_text = log_path.read_text() if log_path.is_file() else ""
+    wall = output_dir / "wall_s.txt"
+    return {
+        "job": job.name, "status": "ok", "benchmark": job.benchmark, "spec": job.spec, "extra": job.extra,
+        "seed": job.seed, "iterations": job.iterations, "final_miou": result["final_miou"],
+        "evaluations": [[int(s), float(m)] for s, m in EVAL_LINE.findall(log_text)],
+        "per_class": result.get("per_class", {}), "wall_s": float(wall.read_text()) if wall.is_file() else None,
+        "command": " ".join(command),
+    }
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        if record["status"] == "ok":
+            groups.setdefault((record["benchmark"], record["spec"], tuple(record["extra"])), []).append(record)
+    rows = []
+    for (benchmark, spec, extra), members in groups.items():
+        values = [m["final_miou"] for m in members]
+        per_class: dict[str, list[float]] = {}
+        for m in members:
+            for name, iou in m["per_class"].items():
+                if iou == iou:  # not NaN
+                    per_class.setdefault(name, []).append(iou)
+        class_mean = {name: statistics.fmean(v) for name, v in per_class.items()}
+        ranked = sorted(class_mean, key=class_mean.get)
+        rows.append({
+            "benchmark": benchmark, "spec": spec, "extra": list(extra), "seeds": sorted(m["seed"] for m in members),
+            "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values, "best_classes": {n: class_mean[n] for n in ranked[::-1][:3]},
+            "worst_classes": {n: class_mean[n] for n in ranked[:3]},
+            "wall_s_mean": statistics.fmean([m["wall_s"] for m in members if m["wall_s"]] or [0.0]),
+        })
+    return rows
+
+
+def markdown(rows: list[dict], argv: list[str]) -> str:
+    lines = [f"Command: `python bench/toy_runs.py {' '.join(argv)}`", "",
+             "| benchmark | run | seeds | target mIoU (mean ± std) | per seed | best classes | worst classes | wall per run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        run = r["spec"] + "".join(f" `{e}`" for e in r["extra"])
+        best = ", ".join(f"{n} {v:.1f}" for n, v in r["best_classes"].items())
+        worst = ", ".join(f"{n} {v:.1f}" for n, v in r["worst_classes"].items())
+        per_seed = " / ".join(f"{v:.2f}" for v in r["values"])
+        lines.append(f"| {r['benchmark']} | {run} | {len(r['seeds'])} | {r['mean']:.2f} ± {r['std']:.2f} | {per_seed} "
+                     f"| {best} | {worst} | {r['wall_s_mean'] / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--benchmarks", nargs="+", default=["toy_gta2real", "toy_synthia2real", "toy_real2fog", "toy_real2night"])
+    parser.add_argument("--runs", nargs="+", required=True, help="method:student or duda:auxiliary:student")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--eval-interval", type=int, default=0, help="override train.eval_interval (0: the config's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an extra override for every run")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", default="runs/toy_grid")
+    parser.add_argument("--report", required=True, help="writes REPORT.json and REPORT.md")
+    args = parser.parse_args(argv)
+    jobs = [Job(b, spec, seed, args.iterations, list(args.set)) for b in args.benchmarks for spec in args.runs
+            for seed in args.seeds]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        records = list(pool.map(lambda job: run_job(job, Path(args.out).resolve(), args.eval_interval), jobs))
+    rows = summarise(records)
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.with_suffix(".json").write_text(json.dumps({"argv": argv, "runs": records, "summary": rows}, indent=1) + "\n")
+    report.with_suffix(".md").write_text(markdown(rows, argv))
+    print(markdown(rows, argv))
+    failed = [r for r in records if r["status"] != "ok"]
+    for record in failed:
+        print(f"FAILED {record['job']} (exit {record['exit_code']}):\n{record['log_tail']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

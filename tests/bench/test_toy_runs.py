@@ -1,0 +1,48 @@
+"""bench/toy_runs.py, which produces docs/RESULTS.md, at a tiny size: it trains, tabulates and resumes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+from tests.workers.support import ensure_toy_data
+
+TINY = ["train.crop_size=[64,64]", "train.batch_size=1", "train.max_val_images=3", "train.num_workers=0",
+        "train.num_samples=0", "train.checkpoint_interval=0", "self_training.rare_class_sampling=false",
+        "optim.warmup_iters=1"]
+
+
+def run_grid(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "bench/toy_runs.py", "--benchmarks", "toy_gta2real",
+               "--runs", "source_only:mit_b0", "duda:mit_b0:mit_b0", "--seeds", "0", "1", "--iterations", "2",
+               "--eval-interval", "1", "--jobs", "2", "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "report"),
+               *[arg for pair in TINY for arg in ("--set", pair)], *extra]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
+    ensure_toy_data()
+    completed = run_grid(tmp_path)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["runs"]) == 4 and all(r["status"] == "ok" for r in report["runs"])
+    for record in report["runs"]:
+        assert [step for step, _ in record["evaluations"]] == [1, 2]  # the curve is parsed from the log
+        assert record["evaluations"][-1][1] == round(record["final_miou"], 2)
+        assert "--set method=" in record["command"] and "--set train.iterations=2" in record["command"]
+        assert record["wall_s"] > 0
+    summary = {row["spec"]: row for row in report["summary"]}
+    assert set(summary) == {"source_only:mit_b0", "duda:mit_b0:mit_b0"}
+    duda = summary["duda:mit_b0:mit_b0"]
+    values = [r["final_miou"] for r in report["runs"] if r["spec"] == "duda:mit_b0:mit_b0"]
+    assert duda["seeds"] == [0, 1] and duda["mean"] == sum(values) / 2 and len(duda["worst_classes"]) == 3
+    table = (tmp_path / "report.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| toy_gta2real | duda:mit_b0:mit_b0 "))
+    assert "`train.batch_size=1`" in row and f"| 2 | {duda['mean']:.2f} ± {duda['std']:.2f} |" in row
+    assert table.startswith("Command: `python bench/toy_runs.py --benchmarks toy_gta2real")
+
+    again = run_grid(tmp_path)  # every result.json exists: nothing is trained again
+    assert again.returncode == 0 and "done toy_gta2real" not in again.stdout
+    assert json.loads((tmp_path / "report.json").read_text())["summary"] == report["summary"]
