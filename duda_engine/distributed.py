@@ -142,17 +142,21 @@ def is_distributed() -> bool:
 
 
 def average_gradients(module: nn.Module) -> None:
-    """All-reduce the mean of every gradient (one flat buffer per dtype and device)."""
+    """All-reduce the mean of every gradient and of every floating-point buffer (BatchNorm statistics),
+    one flat buffer each: after the step every rank holds the same weights and statistics, so the EMA
+    teachers that follow them stay identical too."""
     if not is_distributed():
         return
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch._utils._flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
-    flat.div_(dist.get_world_size())
-    for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
-        grad.copy_(synced)
+    buffers = [b for b in module.buffers() if b.dtype.is_floating_point]
+    for tensors in (grads, buffers):
+        if not tensors:
+            continue
+        flat = torch._utils._flatten_dense_tensors(tensors)
+        dist.all_reduce(flat)
+        flat.div_(dist.get_world_size())
+        for tensor, synced in zip(tensors, torch._utils._unflatten_dense_tensors(flat, tensors), strict=True):
+            tensor.copy_(synced)
 
 
 def broadcast_module(module: nn.Module) -> None:
@@ -185,10 +189,17 @@ def gather_objects(obj) -> list:
     return out
 
 
-def parameter_checksum(module: nn.Module) -> float:
-    """A number that differs when the weights differ (for the cross-rank consistency check)."""
+def state_checksum(*modules: nn.Module | None) -> float:
+    """A number that differs when the weights or buffers of ``modules`` differ (the cross-rank check)."""
+    total = 0.0
     with torch.no_grad():
-        return float(sum(p.double().sum() * (i + 1) for i, p in enumerate(module.parameters())))
+        for module in modules:
+            if module is None:
+                continue
+            for i, tensor in enumerate(module.state_dict().values()):
+                if tensor.dtype.is_floating_point:
+                    total += float(tensor.double().sum() * (i + 1))
+    return total
 
 
 def shutdown() -> None:

@@ -39,8 +39,8 @@ from duda_engine.distributed import (
     barrier,
     gather_objects,
     init_world,
-    parameter_checksum,
     shutdown,
+    state_checksum,
 )
 from duda_engine.evaluate import ConfusionMeter, EvalResult, colorize, predict_logits
 from duda_engine.methods import build_method
@@ -281,9 +281,9 @@ def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, 
         if (t.checkpoint_interval and step % t.checkpoint_interval == 0) or step == total:
             checkpoint(step)
 
-    checksums = gather_objects(parameter_checksum(method.student))
+    checksums = gather_objects(state_checksum(method.student, method.teacher))
     if len(set(checksums)) != 1:
-        raise RuntimeError(f"data-parallel ranks ended with different student weights: {checksums}")
+        raise RuntimeError(f"data-parallel ranks ended with different student or teacher weights: {checksums}")
     if not world.is_main:
         return TrainResult(output_dir, step, final, best_miou, None)
     student_path = student_checkpoint_path(output_dir)

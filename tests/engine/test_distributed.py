@@ -11,8 +11,11 @@ from tests.conftest import REPO_ROOT, free_port
 from tests.engine.conftest import tiny_config
 
 
-def test_two_ranks_finish_with_identical_weights(tiny_domains, tmp_path):
-    config = tiny_config(tiny_domains, tmp_path / "run", "self_training", iterations=4, eval_interval=0, checkpoint_interval=2)
+@pytest.mark.parametrize("method", ["self_training", "duda"])
+def test_two_ranks_finish_with_identical_weights(tiny_domains, tmp_path, method):
+    """Identical student and EMA teacher, BatchNorm statistics included (each rank normalises its own
+    images, so without averaging the statistics the ranks' teachers would drift apart)."""
+    config = tiny_config(tiny_domains, tmp_path / "run", method, iterations=4, eval_interval=0, checkpoint_interval=2)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     command = [
