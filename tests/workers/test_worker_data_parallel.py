@@ -40,3 +40,38 @@ def test_a_two_rank_worker_trains_a_run_to_identical_weights(django_db_setup, to
     assert sorted(MetricPoint.objects.filter(run=run, name="loss/source").values_list("step", flat=True)) == [1, 2, 3, 4]
     assert sorted(Checkpoint.objects.filter(run=run).values_list("kind", "step")) == [("full", 2), ("full", 4), ("student", 4)]
     assert (Path(run.output_dir) / "ranks" / "rank1.log").is_file()
+
+
+def _rank_processes(output_dir: Path) -> list[int]:
+    """PIDs of spawned ranks training the run in ``output_dir`` (their command line names its config)."""
+    config = str(output_dir / "config.json")
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if config.encode() in cmdline and b"duda_engine" in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_the_spawned_ranks_die_with_a_killed_worker(django_db_setup, toy_data, api, tmp_path):
+    support.purge_queue()
+    worker = support.start_worker(tmp_path, tmp_path / "worker.log", "--ranks", "2")
+    try:
+        payload = {**support.TINY, "method": "source_only", "name": "killed", "iterations": 2000,
+                   "eval_interval": 0, "checkpoint_interval": 0}
+        response = api.post("/api/runs/", payload, format="json")
+        assert response.status_code == 201, response.json()
+        run_id = response.json()["id"]
+        run = support.wait_for(lambda: Run.objects.filter(pk=run_id, step__gt=0).first(), 180, "the run to train")
+        output_dir = Path(run.output_dir)
+        assert len(_rank_processes(output_dir)) == 1  # rank 1; rank 0 is the worker itself
+        support.stop(worker, kill=True)  # kill -9: no chance to clean up
+        support.wait_for(lambda: not _rank_processes(output_dir), 15, "rank 1 to die with its worker")
+    finally:
+        support.stop(worker, kill=True)
+        support.purge_queue()
+        support.wait_until_disconnected()
