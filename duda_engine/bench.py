@@ -42,7 +42,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from duda_engine.checkpoint import atomic_write_bytes
 from duda_engine.config import METHODS, ConfigError, ExperimentConfig, config_from_dict, load_config
@@ -499,24 +498,13 @@ class PipelineBatches:
     """The training data pipeline exactly as ``train`` builds it: datasets, step keys, loaders."""
 
     def __init__(self, config: ExperimentConfig, uses_target: bool, start_step: int):
-        from duda_engine.data.pipeline import build_training_data
+        from duda_engine.data.pipeline import build_training_data, step_loader
 
         validate_config(config)
         data = build_training_data(config, class_spec(config))
         workers = config.train.num_workers
-        self.source = iter(self._loader(data.source, data.source_keys(start_step), workers))
-        self.target = iter(self._loader(data.target, data.target_keys(start_step), workers)) if uses_target else None
-
-    @staticmethod
-    def _loader(dataset, keys, workers: int) -> DataLoader:
-        # As train._loader: the keys decide the items, the loader's own generator leaves the global RNG alone.
-        return DataLoader(
-            dataset,
-            batch_sampler=keys,
-            num_workers=workers,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator(),
-        )
+        self.source = iter(step_loader(data.source, data.source_keys(start_step), workers))
+        self.target = iter(step_loader(data.target, data.target_keys(start_step), workers)) if uses_target else None
 
     def next(self, device: torch.device, channels_last: bool) -> tuple[Batch, Batch | None]:
         source = to_batch(next(self.source), device, channels_last)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from duda_engine.callbacks import Callbacks, PredictionSample
 from duda_engine.checkpoint import (
@@ -31,7 +30,7 @@ from duda_engine.checkpoint import (
 from duda_engine.config import ConfigError, ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.data.datasets import SegmentationDataset
-from duda_engine.data.pipeline import StepKeys, TrainingData, build_training_data
+from duda_engine.data.pipeline import TrainingData, build_training_data, step_loader
 from duda_engine.distributed import (
     Rendezvous,
     World,
@@ -162,18 +161,6 @@ def sample_indices(dataset: SegmentationDataset, count: int) -> list[int]:
     return [round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)]
 
 
-def _loader(dataset: SegmentationDataset, keys: StepKeys, num_workers: int) -> DataLoader:
-    # Items depend only on their keys; the loader's own generator keeps it from drawing on the
-    # global RNG, whose state a resumed run restores from the checkpoint.
-    return DataLoader(
-        dataset,
-        batch_sampler=keys,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        generator=torch.Generator(),
-    )
-
-
 def write_config(config: ExperimentConfig) -> None:
     path = Path(config.output_dir) / "config.json"
     text = json.dumps(config.to_dict(), indent=2).encode()
@@ -227,11 +214,11 @@ def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, 
     t = config.train
     callbacks.on_start(total, start_step)
     source_keys = data.source_keys(start_step, world.rank, world.size)
-    source_iter = iter(_loader(data.source, source_keys, t.num_workers))
+    source_iter = iter(step_loader(data.source, source_keys, t.num_workers))
     target_iter = None
     if method.uses_target:
         target_keys = data.target_keys(start_step, world.rank, world.size)
-        target_iter = iter(_loader(data.target, target_keys, t.num_workers))
+        target_iter = iter(step_loader(data.target, target_keys, t.num_workers))
     samples_at = sample_indices(data.val, t.num_samples)
     sums: dict[str, torch.Tensor] = {}
     interval_start, interval_steps = time.perf_counter(), 0

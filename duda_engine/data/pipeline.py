@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from torch.utils.data import Sampler
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 from duda_engine.config import ExperimentConfig
 from duda_engine.data.classes import ClassSpec
@@ -35,6 +36,18 @@ class StepKeys(Sampler):
             first = (step * self.world_size + self.rank) * self.batch_size
             yield [(self.index_at(draw), draw) for draw in range(first, first + self.batch_size)]
             step += 1
+
+
+def step_loader(dataset: SegmentationDataset, keys: StepKeys, num_workers: int) -> DataLoader:
+    """Batches in the order ``keys`` gives. Items depend only on their keys; the loader's own generator
+    keeps it from drawing on the global RNG, whose state a resumed run restores from the checkpoint."""
+    return DataLoader(
+        dataset,
+        batch_sampler=keys,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator(),
+    )
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 CLASS_NAMES = ["ground", "box", "disc"]
@@ -28,6 +29,15 @@ def write_domain(root: Path, split: str, count: int, seed: int, shift: int) -> N
         image = palette[label] + rng.integers(-25, 25, (64, 96, 3))
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(images / f"{i:03d}.png")
         Image.fromarray(label).save(labels / f"{i:03d}.png")
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy CI runner spinning threads crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

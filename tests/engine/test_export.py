@@ -16,13 +16,7 @@ from duda_engine.models import build_segmentor
 from duda_engine.student import load_student, save_student
 from duda_engine.validation import class_spec
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_student(path: Path, preset: str) -> Path:

@@ -14,15 +14,19 @@ from webapp.runs.models import Checkpoint, MetricPoint, Run, RunEvent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def test_a_two_rank_worker_trains_a_run_to_identical_weights(django_db_setup, toy_data, api, tmp_path):
+def start_two_rank_worker_and_launch(api, tmp_path, **run: object):
+    """A ``--ranks 2`` worker and the id of a tiny run launched through the API."""
     support.purge_queue()
     worker = support.start_worker(tmp_path, tmp_path / "worker.log", "--ranks", "2")
+    response = api.post("/api/runs/", {**support.TINY, **run}, format="json")
+    assert response.status_code == 201, response.json()
+    return worker, response.json()["id"]
+
+
+def test_a_two_rank_worker_trains_a_run_to_identical_weights(django_db_setup, toy_data, api, tmp_path):
+    worker, run_id = start_two_rank_worker_and_launch(api, tmp_path, method="self_training", name="two ranks",
+                                                      iterations=4, eval_interval=4, checkpoint_interval=2)
     try:
-        payload = {**support.TINY, "method": "self_training", "name": "two ranks", "iterations": 4,
-                   "eval_interval": 4, "checkpoint_interval": 2}
-        response = api.post("/api/runs/", payload, format="json")
-        assert response.status_code == 201, response.json()
-        run_id = response.json()["id"]
         run = support.wait_for(lambda: Run.objects.filter(pk=run_id, status__in=("succeeded", "failed")).first(), 240,
                                "the two-rank run to finish")
         events = list(RunEvent.objects.filter(run=run).values_list("message", flat=True))
@@ -58,14 +62,9 @@ def _rank_processes(output_dir: Path) -> list[int]:
 
 
 def test_the_spawned_ranks_die_with_a_killed_worker(django_db_setup, toy_data, api, tmp_path):
-    support.purge_queue()
-    worker = support.start_worker(tmp_path, tmp_path / "worker.log", "--ranks", "2")
+    worker, run_id = start_two_rank_worker_and_launch(api, tmp_path, method="source_only", name="killed",
+                                                      iterations=2000, eval_interval=0, checkpoint_interval=0)
     try:
-        payload = {**support.TINY, "method": "source_only", "name": "killed", "iterations": 2000,
-                   "eval_interval": 0, "checkpoint_interval": 0}
-        response = api.post("/api/runs/", payload, format="json")
-        assert response.status_code == 201, response.json()
-        run_id = response.json()["id"]
         run = support.wait_for(lambda: Run.objects.filter(pk=run_id, step__gt=0).first(), 180, "the run to train")
         output_dir = Path(run.output_dir)
         assert len(_rank_processes(output_dir)) == 1  # rank 1; rank 0 is the worker itself
