@@ -18,6 +18,7 @@ import ctypes
 import datetime
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -79,8 +80,6 @@ def init_world(device_name: str, rendezvous: Rendezvous | None = None) -> World:
 
 def free_port(address: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now, for a ``Rendezvous``."""
-    import socket
-
     with socket.socket() as probe:
         probe.bind((address, 0))
         return probe.getsockname()[1]
