@@ -128,6 +128,8 @@ class DudaConfig:
     frozen_teachers: list[str] = field(default_factory=list)  # checkpoint files of earlier runs
     fusion: str = "mean"  # mean | confidence
     frozen_teachers_on_cpu: bool = False
+    frozen_teachers_precompute: bool = False  # predict every training image once, then drop the network
+    precompute_stride: int = 4  # stored at 1/stride of the fitted image size, uint8
 
 
 @dataclass
@@ -368,6 +370,7 @@ def check_values(c: ExperimentConfig) -> None:
         _require(teacher in ("ema", "auxiliary", "student_ema"), f"duda.teachers[{i}]", "must be ema, auxiliary or student_ema")
     _require(bool(d.teachers) or bool(d.frozen_teachers), "duda.teachers", "DUDA needs at least one teacher")
     _require(d.fusion in ("mean", "confidence"), "duda.fusion", "must be mean or confidence")
+    _require(1 <= d.precompute_stride <= 64, "duda.precompute_stride", "must be in 1..64")
 
     e = c.eval
     _require(e.mode in ("whole", "slide"), "eval.mode", "must be whole or slide")

@@ -197,6 +197,14 @@ def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, 
     callbacks.on_status(f"preparing data for {config.method} on {device}" + (f" x{world.size}" if world.size > 1 else ""))
     data: TrainingData = build_training_data(config, classes)
     method = build_method(config, classes, device)
+    if hasattr(method, "prepare"):  # work before the first iteration (DUDA: precomputed frozen teachers)
+        if config.duda.frozen_teachers_precompute and config.duda.frozen_teachers:
+            callbacks.on_status("precomputing the frozen teachers' predictions on the training images")
+        if world.is_main:
+            method.prepare(data, output_dir)
+        barrier()
+        if not world.is_main:
+            method.prepare(data, output_dir)  # reads what rank 0 wrote
     if world.size > 1:
         seed_everything(config.seed * 1000 + world.rank)  # same weights everywhere, own dropout per rank
 

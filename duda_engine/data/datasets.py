@@ -325,12 +325,14 @@ class SegmentationDataset(Dataset):
         height, width = image.shape[:2]
         label = self._decoded_label(sample, (width, height)) if self.labelled else None
 
+        view = [0.0, 0.0, 1.0, 1.0, 0.0]  # the whole image, not mirrored
         if self.train:
             rng = self.rng_for(index, draw)
             fit_w, fit_h = self._fit(width, height)
             factor = T.random_scale_factor(self.scale_range, rng)
-            image, label = T.resize(image, label, T.scaled_size(fit_w, fit_h, factor))  # one resize for both
-            image, label = T.random_crop(
+            scaled_w, scaled_h = T.scaled_size(fit_w, fit_h, factor)
+            image, label = T.resize(image, label, (scaled_w, scaled_h))  # one resize for both
+            image, label, (top, left) = T.random_crop_box(
                 image,
                 label,
                 self.crop_size,
@@ -338,7 +340,11 @@ class SegmentationDataset(Dataset):
                 cat_max_ratio=self.cat_max_ratio if label is not None else 1.0,
                 ignore_index=self.classes.ignore_index,
             )
-            image, label = T.random_hflip(image, label, rng)
+            flipped = T.draw_flip(rng)
+            if flipped:
+                image, label = T.hflip(image, label)
+            crop_h, crop_w = self.crop_size
+            view = [top / scaled_h, left / scaled_w, (top + crop_h) / scaled_h, (left + crop_w) / scaled_w, float(flipped)]
         else:
             image = T.resize_to_fit(image, None, self.resize)[0]  # the label keeps its full size
         if label is None:
@@ -348,6 +354,9 @@ class SegmentationDataset(Dataset):
             "label": torch.from_numpy(label.astype(np.int64)),
             "index": index,
             "name": sample.name,
+            # Where the item lies in the image: (top, left, bottom, right) as fractions of its height and
+            # width (beyond 1 where the crop was padded), and 1.0 when mirrored after cropping.
+            "view": torch.tensor(view, dtype=torch.float64),
         }
 
 

@@ -138,7 +138,25 @@ def random_crop(
     max_tries: int = 10,
     ignore_index: int = IGNORE_INDEX,
 ) -> Pair:
-    """A random ``crop_hw = (H, W)`` crop; pads first (image 0, label ignore) when the pair is smaller.
+    """``random_crop_box`` without the box."""
+    image, label, _ = random_crop_box(
+        image, label, crop_hw, rng, cat_max_ratio=cat_max_ratio, max_tries=max_tries, ignore_index=ignore_index
+    )
+    return image, label
+
+
+def random_crop_box(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    crop_hw: tuple[int, int] | list[int],
+    rng: np.random.Generator,
+    *,
+    cat_max_ratio: float = 0.75,
+    max_tries: int = 10,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """A random ``crop_hw = (H, W)`` crop and its ``(top, left)`` corner; pads first (image 0, label
+    ignore, at the bottom and right) when the pair is smaller.
 
     With ``cat_max_ratio < 1`` and a label, mmseg's rule: draw up to ``1 + max_tries`` crop
     positions and take the first whose most frequent class covers less than ``cat_max_ratio`` of its
@@ -170,7 +188,7 @@ def random_crop(
     image = image[top : top + crop_h, left : left + crop_w]
     if label is not None:
         label = label[top : top + crop_h, left : left + crop_w]
-    return image, label
+    return image, label, (top, left)
 
 
 def hflip(image: np.ndarray, label: np.ndarray | None) -> Pair:
@@ -179,6 +197,11 @@ def hflip(image: np.ndarray, label: np.ndarray | None) -> Pair:
     return image, None if label is None else np.ascontiguousarray(label[:, ::-1])
 
 
+def draw_flip(rng: np.random.Generator, p: float = 0.5) -> bool:
+    """Whether to mirror: one uniform draw from ``rng``, always made."""
+    return bool(rng.random() < p)
+
+
 def random_hflip(image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator, p: float = 0.5) -> Pair:
-    """``hflip`` with probability ``p`` (one uniform draw from ``rng``, always made)."""
-    return hflip(image, label) if rng.random() < p else (image, label)
+    """``hflip`` with probability ``p`` (``draw_flip``)."""
+    return hflip(image, label) if draw_flip(rng, p) else (image, label)

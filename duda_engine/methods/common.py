@@ -14,17 +14,28 @@ from duda_engine.methods.schedules import lr_factor
 
 @dataclass
 class Batch:
-    """Images as float in [0, 1] ``[B,3,H,W]`` and labels ``[B,H,W]`` (ignore where unlabelled)."""
+    """Images as float in [0, 1] ``[B,3,H,W]`` and labels ``[B,H,W]`` (ignore where unlabelled).
+
+    ``indices`` ``[B]`` (dataset indices) and ``views`` ``[B,5]`` (where each crop lies in its image,
+    see ``SegmentationDataset``) stay on the CPU; they locate precomputed teacher predictions.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    indices: torch.Tensor | None = None
+    views: torch.Tensor | None = None
 
 
 def to_batch(items: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False) -> Batch:
     images = items["image"].to(device, non_blocking=True).float().div_(255.0)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    return Batch(images=images, labels=items["label"].to(device, non_blocking=True).long())
+    return Batch(
+        images=images,
+        labels=items["label"].to(device, non_blocking=True).long(),
+        indices=torch.as_tensor(items["index"]) if "index" in items else None,
+        views=items.get("view"),
+    )
 
 
 def prepare_networks(config: ExperimentConfig, *networks: nn.Module) -> None:

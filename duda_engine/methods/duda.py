@@ -12,21 +12,29 @@ One iteration (PAPER.md §2), with source batch (x_s, y_s) and target batch x_t:
 lambda_KD(t) is 0 during pre-adaptation and then ramps up (gradual distillation); h(t) = 1, or
 1 - lambda_KD(t)/lambda_KD in the hand-over reading; c are the inconsistency weights of the classes
 on which the small student still disagrees with the teachers.
+
+Teachers are the EMA teacher and optionally the auxiliary, the small student's own EMA and frozen
+networks from earlier runs; frozen ones run live or, with ``duda.frozen_teachers_precompute``, are
+read from predictions made once before training (``methods/precomputed.py``, which says what differs).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from duda_engine.config import ExperimentConfig
 from duda_engine.data.classes import ClassSpec
+from duda_engine.data.pipeline import TrainingData
 from duda_engine.distributed import average_gradients
 from duda_engine.methods.augment import classmix_masks, mix, strong_augment
 from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks, step_generator
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.inconsistency import InconsistencyWeights
 from duda_engine.methods.losses import cross_entropy, distillation_loss
+from duda_engine.methods.precomputed import PrecomputedTeacher, file_digest
 from duda_engine.methods.pseudo_labels import pseudo_label
 from duda_engine.methods.schedules import kd_weight
 from duda_engine.models import build_segmentor
@@ -76,7 +84,10 @@ class Duda:
         self.ema = make_ema_teacher(self.auxiliary)
         self.student = build_segmentor(m.student, k, pretrained=m.student_pretrained).to(device)
         self.student_ema = make_ema_teacher(self.student) if "student_ema" in self.duda.teachers else None
-        self.frozen = [self._load_frozen(path) for path in self.duda.frozen_teachers]
+        precompute = self.duda.frozen_teachers_precompute
+        self.frozen = [] if precompute else [self._load_frozen(path) for path in self.duda.frozen_teachers]
+        self.frozen_on_target: list[PrecomputedTeacher] = []  # filled by prepare() when precomputing
+        self.frozen_on_source: list[PrecomputedTeacher] = []
         prepare_networks(config, *(n for n in (self.auxiliary, self.ema, self.student, self.student_ema) if n is not None))
         self.auxiliary_optimizer, self.auxiliary_scheduler = make_optimizer(self.auxiliary, config, device)
         self.optimizer, self.scheduler = make_optimizer(self.student, config, device)
@@ -94,9 +105,35 @@ class Duda:
             parameter.requires_grad_(False)
         return model
 
+    def prepare(self, data: TrainingData, output_dir: Path) -> None:
+        """With ``duda.frozen_teachers_precompute``: predict the training images once with each frozen
+        teacher (or load what an earlier start of this run stored), then drop the network."""
+        d, e = self.duda, self.config.eval
+        if not d.frozen_teachers_precompute:
+            return
+        self.frozen_on_target, self.frozen_on_source = [], []
+        for i, path in enumerate(d.frozen_teachers):
+            teacher, digest = self._load_frozen(path), file_digest(Path(path))
+            roles = [("target", data.target, self.frozen_on_target)]
+            if d.kd_weight > 0:  # distillation on ClassMix (and source) images reads the source side too
+                roles.append(("source", data.source, self.frozen_on_source))
+            for role, dataset, stores in roles:
+                description = {"teacher": str(path), "teacher_sha256": digest,
+                               "dataset": f"{dataset.kind}:{dataset.split}:{dataset.root}"}
+                stores.append(PrecomputedTeacher.build(
+                    teacher, self.classes.num_classes, dataset, output_dir / "frozen_predictions" / f"teacher{i}-{role}.npy",
+                    description, d.precompute_stride, self.device, e.mode, tuple(e.window), tuple(e.stride),
+                ))
+            del teacher
+
     def teachers(self) -> list[nn.Module]:
         by_name = {"ema": self.ema, "auxiliary": self.auxiliary, "student_ema": self.student_ema}
         return [by_name[name] for name in self.duda.teachers] + self.frozen
+
+    def stored(self, stores: list[PrecomputedTeacher], batch: Batch, temperature: float) -> list[torch.Tensor]:
+        """The precomputed teachers' probabilities on the crops of ``batch``."""
+        size = tuple(batch.images.shape[-2:])
+        return [store.probabilities(batch.indices, batch.views, size, temperature, self.device) for store in stores]
 
     def train_step(self, source: Batch, target: Batch, step: int) -> dict[str, torch.Tensor]:
         d, st, ignore = self.duda, self.st, self.classes.ignore_index
@@ -111,7 +148,8 @@ class Duda:
             update_ema(self.student_ema, self.student, alpha)
 
         # 1. The teachers label the target batch.
-        fused = fuse(teacher_probabilities(self.teachers(), target.images, 1.0, self.device, self.amp), d.fusion)
+        live = teacher_probabilities(self.teachers(), target.images, 1.0, self.device, self.amp)
+        fused = fuse(live + self.stored(self.frozen_on_target, target, 1.0), d.fusion)
         pseudo, pseudo_weight = pseudo_label(fused, st.pseudo_threshold, st.ignore_top, st.ignore_bottom)
         losses["pseudo/confident_share"] = pseudo_weight.mean()
 
@@ -160,7 +198,8 @@ class Duda:
             source_logits = self.student(source.images)
         student_source = cross_entropy(source_logits, source.labels, ignore)
         if kd > 0 and d.kd_on_source:
-            soft = fuse(teacher_probabilities(self.teachers(), source.images, d.temperature, self.device, self.amp), d.fusion)
+            live = teacher_probabilities(self.teachers(), source.images, d.temperature, self.device, self.amp)
+            soft = fuse(live + self.stored(self.frozen_on_source, source, d.temperature), d.fusion)
             kd_source = distillation_loss(source_logits, soft, d.temperature)
             student_source = student_source + kd * kd_source
             losses["loss/kd_source"] = kd_source.detach()
@@ -171,7 +210,11 @@ class Duda:
         student_target = cross_entropy(mixed_logits, mixed_labels, ignore, mixed_weight * pixel_class_weight)
         total_target = hard * student_target
         if kd > 0:
-            soft = fuse(teacher_probabilities(self.teachers(), mixed_images, d.temperature, self.device, self.amp), d.fusion)
+            live = teacher_probabilities(self.teachers(), mixed_images, d.temperature, self.device, self.amp)
+            stored = self.stored(self.frozen_on_target, target, d.temperature)
+            if st.classmix:  # a precomputed teacher's soft label of a mixed image: the mix of its two predictions
+                stored = [mix(mask, s, t) for s, t in zip(self.stored(self.frozen_on_source, source, d.temperature), stored, strict=True)]
+            soft = fuse(live + stored, d.fusion)
             kd_pixel_weight = pixel_class_weight if (d.inconsistency_on_kd and class_weight is not None) else None
             kd_target = distillation_loss(mixed_logits, soft, d.temperature, kd_pixel_weight)
             total_target = total_target + kd * kd_target

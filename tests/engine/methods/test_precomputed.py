@@ -1,0 +1,157 @@
+"""Precomputed frozen teachers: crops found again by their views, the stored file, DUDA using it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from duda_engine.config import config_from_dict
+from duda_engine.data.pipeline import build_training_data, step_loader
+from duda_engine.methods import build_method
+from duda_engine.methods.common import to_batch
+from duda_engine.methods.precomputed import PrecomputedTeacher, crop_views, sharpen
+from duda_engine.train import train
+from duda_engine.validation import class_spec
+from tests.engine.conftest import tiny_config
+
+CPU = torch.device("cpu")
+
+
+class PixelTeacher(nn.Module):
+    """A teacher that looks at one pixel at a time: its prediction on a crop is the crop of its
+    prediction on the whole image, up to resampling, so live and precomputed must agree."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, kernel_size=1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[4.0, -2, -2], [-2, 4, -2], [-2, -2, 4]])[:, :, None, None] * 3)
+            self.conv.bias.zero_()
+        self.calls = 0
+
+    def forward(self, images):
+        self.calls += 1
+        return self.conv(images)
+
+
+def training_data(tiny_domains, tmp_path, **train):
+    config = config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "duda", **train))
+    return config, build_training_data(config, class_spec(config))
+
+
+def test_views_locate_every_crop_in_its_image(tiny_domains, tmp_path):
+    # 64x64 crops of 64x96 images scaled by 0.6..1.4: some crops padded, some mirrored.
+    _, data = training_data(tiny_domains, tmp_path, crop_size=[64, 64], scale_range=[0.6, 1.4])
+    padded = mirrored = 0
+    for draw in range(24):
+        item = data.target[(draw % len(data.target), draw)]
+        whole = torch.from_numpy(data.target.load_image(item["index"]).transpose(2, 0, 1).copy()).float()[None]
+        found = crop_views(whole, item["view"][None], (64, 64))[0]
+        difference = (found - item["image"].float()).abs()
+        assert difference.mean() < 1.0 and torch.quantile(difference.flatten(), 0.99) < 4.0, draw
+        top, left, bottom, right, flip = item["view"].tolist()
+        padded += bottom > 1 or right > 1
+        mirrored += flip == 1.0
+    assert padded and mirrored and mirrored < 24
+
+
+def test_stored_predictions_match_the_live_teacher_on_training_crops(tiny_domains, tmp_path):
+    _, data = training_data(tiny_domains, tmp_path, crop_size=[64, 64], scale_range=[0.6, 1.4])
+    teacher = PixelTeacher()
+    store = PrecomputedTeacher.build(teacher, 3, data.target, tmp_path / "t.npy", {"teacher": "pixel"}, 1, CPU)
+    assert store.maps.shape == (len(data.target), 3, 64, 96) and store.maps.dtype == np.uint8
+    items = [data.target[(draw % len(data.target), draw)] for draw in range(12)]
+    indices = torch.tensor([item["index"] for item in items])
+    views = torch.stack([item["view"] for item in items])
+    images = torch.stack([item["image"] for item in items]).float() / 255
+    with torch.no_grad():
+        live = torch.softmax(teacher(images), 1)
+    stored = store.probabilities(indices, views, (64, 64), 1.0, CPU)
+    torch.testing.assert_close(stored.sum(1), torch.ones(12, 64, 64))
+    inside = images.sum(1) > 0  # padding is black in the image; its stored probabilities are uniform
+    assert (~inside).any()
+    torch.testing.assert_close(stored.permute(0, 2, 3, 1)[~inside], torch.full(((~inside).sum().item(), 3), 1 / 3))
+    agree = (stored.argmax(1) == live.argmax(1))[inside].float().mean()
+    assert agree > 0.97, agree
+    assert (stored - live).abs().permute(0, 2, 3, 1)[inside].mean() < 0.03
+
+
+def test_sharpen_is_the_softmax_at_a_temperature():
+    logits = torch.randn(2, 5, 3, 3)
+    torch.testing.assert_close(sharpen(torch.softmax(logits, 1), 2.0), torch.softmax(logits / 2.0, 1))
+
+
+def test_the_file_is_reused_only_for_the_same_teacher_and_data(tiny_domains, tmp_path):
+    _, data = training_data(tiny_domains, tmp_path)
+    teacher, path = PixelTeacher(), tmp_path / "store" / "t.npy"
+    PrecomputedTeacher.build(teacher, 3, data.target, path, {"teacher": "a"}, 4, CPU)
+    assert teacher.calls == len(data.target)
+    assert json.loads(path.with_suffix(".json").read_text())["grid"] == [16, 24]
+    PrecomputedTeacher.build(teacher, 3, data.target, path, {"teacher": "a"}, 4, CPU)
+    assert teacher.calls == len(data.target)  # loaded, not computed again
+    PrecomputedTeacher.build(teacher, 3, data.target, path, {"teacher": "b"}, 4, CPU)
+    assert teacher.calls == 2 * len(data.target)  # another teacher: computed again
+    PrecomputedTeacher.build(teacher, 3, data.target, path, {"teacher": "b"}, 2, CPU)
+    assert teacher.calls == 3 * len(data.target)  # another resolution
+    assert sorted(p.name for p in path.parent.iterdir()) == ["t.json", "t.npy"]  # no partial files left
+
+
+def test_an_interrupted_precomputation_leaves_no_file_in_use(tiny_domains, tmp_path):
+    _, data = training_data(tiny_domains, tmp_path)
+
+    class Failing(PixelTeacher):
+        def forward(self, images):
+            if self.calls == 3:
+                raise RuntimeError("out of memory")
+            return super().forward(images)
+
+    path = tmp_path / "store" / "t.npy"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        PrecomputedTeacher.build(Failing(), 3, data.target, path, {"teacher": "a"}, 4, CPU)
+    assert list(path.parent.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def frozen_teacher(tiny_domains, tmp_path_factory):
+    """The student of a short source-only run: a frozen teacher from an earlier run."""
+    folder = tmp_path_factory.mktemp("frozen")
+    config = config_from_dict(tiny_config(tiny_domains, folder / "run", "source_only", iterations=3, eval_interval=0, num_samples=0))
+    return train(config).student_path
+
+
+def duda_config(tiny_domains, tmp_path, frozen_teacher, precompute: bool):
+    raw = tiny_config(tiny_domains, tmp_path / "run", "duda", iterations=4, eval_interval=0, num_samples=0)
+    raw["duda"].update(
+        pre_adaptation=0.0, ramp=0.0, teachers=["ema"], frozen_teachers=[str(frozen_teacher)],
+        frozen_teachers_precompute=precompute,
+    )
+    return config_from_dict(raw)
+
+
+def test_duda_with_a_precomputed_frozen_teacher_drops_the_network_and_distils(tiny_domains, tmp_path, frozen_teacher, one_torch_thread):
+    config = duda_config(tiny_domains, tmp_path, frozen_teacher, precompute=True)
+    classes = class_spec(config)
+    data = build_training_data(config, classes)
+    method = build_method(config, classes, CPU)
+    assert method.frozen == []  # never held while training
+    method.prepare(data, tmp_path / "run")
+    assert [s.maps.shape for s in method.frozen_on_target] == [(16, 3, 16, 24)]
+    assert [s.maps.shape for s in method.frozen_on_source] == [(16, 3, 16, 24)]
+    source = to_batch(next(iter(step_loader(data.source, data.source_keys(0), 0))), CPU)
+    target = to_batch(next(iter(step_loader(data.target, data.target_keys(0), 0))), CPU)
+    losses = method.train_step(source, target, 0)
+    assert losses["schedule/kd_weight"] == 1.0
+    assert all(torch.isfinite(v).all() for v in losses.values()) and losses["loss/kd"] > 0
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_duda_runs_end_to_end_with_a_frozen_teacher(tiny_domains, tmp_path, frozen_teacher, precompute, one_torch_thread):
+    config = duda_config(tiny_domains, tmp_path, frozen_teacher, precompute)
+    result = train(config)
+    assert result.steps == 4 and result.student_path.exists()
+    stored = sorted(p.name for p in (tmp_path / "run" / "frozen_predictions").glob("*")) if precompute else []
+    assert stored == (["teacher0-source.json", "teacher0-source.npy", "teacher0-target.json", "teacher0-target.npy"] if precompute else [])
