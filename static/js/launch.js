@@ -21,6 +21,8 @@ function layout() {
   field("source").hidden = !pair;
   field("target").hidden = !pair;
   field("auxiliary").hidden = f("method").value !== "duda";
+  field("teachers").hidden = f("method").value !== "duda";
+  field("precompute_teachers").hidden = f("method").value !== "duda";
   field("baseline").hidden = f("method").value === "source_only";
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from django import forms
 
-from webapp.runs import catalog, services
+from webapp.runs import catalog, selectors, services
 from webapp.runs.api.serializers import parse_crop_size
 
 NUMBER = {"inputmode": "numeric"}
@@ -53,6 +53,14 @@ class RunLaunchForm(forms.Form):
     seed = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
     baseline = forms.CharField(required=False, widget=forms.Select(choices=[("auto", "latest matching source-only run")]),
                                help_text="source-only run whose predictions and per-class IoU are compared")
+    teachers = forms.TypedMultipleChoiceField(
+        required=False, coerce=int, widget=forms.SelectMultiple(attrs={"size": 4}),
+        help_text="DUDA: finished runs whose students also teach (frozen), e.g. a heavy self-training run",
+    )
+    precompute_teachers = forms.BooleanField(
+        required=False, label="Precompute their predictions",
+        help_text="predict once before training and free their memory (saves GPU memory; see the docs for what differs)",
+    )
     # advanced
     eval_interval = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
     checkpoint_interval = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
@@ -71,8 +79,13 @@ class RunLaunchForm(forms.Form):
 
     ADVANCED = services.ADVANCED_FIELDS + ("overrides",)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["teachers"].choices = [
+            (run.pk, f"#{run.pk} {run.name} — {run.method}, {run.student}"
+                     + (f", {run.final_miou:.1f} mIoU" if run.final_miou is not None else ""))
+            for run in (selectors.teacher_candidates(user=user)[:100] if user is not None else [])
+        ]
         benchmarks = catalog.toy_benchmarks()
         datasets = catalog.datasets()
         self.benchmarks = benchmarks
@@ -131,7 +144,8 @@ class RunLaunchForm(forms.Form):
             source=d.get("source") or "" if not d.get("benchmark") else "",
             target=d.get("target") or "" if not d.get("benchmark") else "",
             name=d.get("name") or "", auxiliary=d.get("auxiliary") or None, device=d.get("device") or None,
-            overrides=d.get("overrides") or {}, baseline=baseline, **values,
+            overrides=d.get("overrides") or {}, baseline=baseline, teachers=list(d.get("teachers") or []),
+            precompute_teachers=bool(d.get("precompute_teachers")), **values,
         )
 
     def add_service_errors(self, error) -> None:

@@ -7,6 +7,7 @@ their own runs, staff see all; anything else is "not found", never "forbidden".
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -76,6 +77,36 @@ def baseline_candidates(*, user, target_dataset: str, student: str) -> QuerySet[
     return runs_visible_to(user).filter(
         method="source_only", status=RunStatus.SUCCEEDED, target_dataset=target_dataset, student=student
     ).order_by("-finished_at", "-id")
+
+
+def teacher_candidates(*, user) -> QuerySet[Run]:
+    """Succeeded runs of this user with a student checkpoint: what a DUDA run may take as extra,
+    frozen teachers. Newest first."""
+    return (
+        runs_visible_to(user)
+        .filter(status=RunStatus.SUCCEEDED, checkpoints__kind=CheckpointKind.STUDENT)
+        .distinct()
+        .order_by("-finished_at", "-id")
+    )
+
+
+def student_checkpoint_file(run: Run) -> Path | None:
+    """The absolute path of the run's latest student checkpoint, or None."""
+    row = Checkpoint.objects.filter(run=run, kind=CheckpointKind.STUDENT).order_by("-step").first()
+    return Path(run.output_dir) / row.path if row is not None and run.output_dir else None
+
+
+def runs_taught_by(run: Run) -> list[Run]:
+    """Runs not succeeded yet (queued, running, or failed or cancelled and so resumable) that read
+    this run's student checkpoint as a frozen teacher."""
+    folder = Path(run.output_dir) if run.output_dir else None
+    if folder is None:
+        return []
+    active = Run.objects.exclude(status=RunStatus.SUCCEEDED).exclude(pk=run.pk)
+    return [
+        other for other in active
+        if any(Path(path).parent == folder for path in (other.config.get("duda", {}).get("frozen_teachers") or []))
+    ]
 
 
 # --------------------------------------------------------------------------------------------

@@ -111,6 +111,8 @@ class LaunchSpec:
     warmup_iters: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted config key -> value
     baseline: int | str | None = AUTO  # run id, AUTO, or None (no baseline)
+    teachers: list[int] = field(default_factory=list)  # DUDA: finished runs whose students teach too (frozen)
+    precompute_teachers: bool = False  # DUDA: predict with those teachers once, before training
 
 
 @dataclass
@@ -133,6 +135,8 @@ def _field_for_error(config_field: str, spec: LaunchSpec) -> str:
             return "benchmark" if spec.benchmark else side
     if bare == "name":
         return "name"
+    if bare == "duda.frozen_teachers":
+        return "teachers"
     if bare.startswith(("classes", "duda", "self_training", "eval", "optim", "train", "model")):
         return "overrides"
     return "__all__"
@@ -156,8 +160,45 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def build_engine_config(spec: LaunchSpec) -> BuiltConfig:
-    """The engine config of a launch, validated by the engine; ApplicationError with field errors."""
+def _teacher_runs(*, owner, spec: LaunchSpec) -> list[Run]:
+    """The finished runs a DUDA launch names as extra, frozen teachers (their student checkpoints)."""
+    if not spec.teachers:
+        return []
+    if spec.method != "duda":
+        raise ApplicationError.invalid("bad teachers", fields={"teachers": ["extra teachers are for DUDA runs"]})
+    candidates = selectors.teacher_candidates(user=owner)
+    runs = []
+    for run_id in dict.fromkeys(spec.teachers):
+        run = candidates.filter(pk=run_id).first()
+        if run is None:
+            raise ApplicationError.invalid(
+                "bad teachers", fields={"teachers": [f"run {run_id} is not a succeeded run of yours with a student checkpoint"]}
+            )
+        runs.append(run)
+    return runs
+
+
+def _check_teacher_classes(config, teachers: list[Run]) -> None:
+    """A frozen teacher must predict the classes of the run it teaches, in the same order."""
+    from duda_engine.config import config_from_dict
+    from duda_engine.validation import class_spec
+
+    names = class_spec(config).names
+    for run in teachers:
+        theirs = class_spec(config_from_dict(run.config)).names
+        if theirs != names:
+            raise ApplicationError.invalid(
+                "bad teachers",
+                fields={"teachers": [f"run {run.pk} predicts {len(theirs)} other classes ({', '.join(theirs[:4])}, …), "
+                                     f"not this run's {len(names)}"]},
+            )
+
+
+def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConfig:
+    """The engine config of a launch, validated by the engine; ApplicationError with field errors.
+
+    ``teachers``: finished runs whose student checkpoints become ``duda.frozen_teachers``.
+    """
     from duda_engine.config import ConfigError, config_from_dict
     from duda_engine.validation import validate_config
 
@@ -201,6 +242,9 @@ def build_engine_config(spec: LaunchSpec) -> BuiltConfig:
         if dotted.strip() in ("output_dir",):
             raise ApplicationError.invalid("bad override", fields={"overrides": ["output_dir is set by the server"]})
         _set(data, dotted.strip(), value)
+    if teachers:
+        _set(data, "duda.frozen_teachers", [str(selectors.student_checkpoint_file(run)) for run in teachers])
+        _set(data, "duda.frozen_teachers_precompute", bool(spec.precompute_teachers))
     default_name = f"{spec.method} {spec.benchmark or f'{source_key} → {target_key}'}"
     data["name"] = (spec.name or "").strip() or default_name
     data["output_dir"] = str(Path(settings.RUNS_DIR) / "pending")
@@ -213,6 +257,7 @@ def build_engine_config(spec: LaunchSpec) -> BuiltConfig:
     except Exception as error:  # noqa: BLE001 - an engine check that failed unexpectedly: still the input's fault
         log.warning("launch validation failed unexpectedly", exc_info=True)
         raise ApplicationError.invalid(f"the config cannot be validated: {type(error).__name__}: {error}") from None
+    _check_teacher_classes(config, list(teachers))
     return BuiltConfig(config.to_dict(), source_key, target_key, spec.benchmark)
 
 
@@ -260,7 +305,7 @@ def _enqueue(run_id: int) -> None:
 
 def run_create(*, owner, spec: LaunchSpec) -> Run:
     """Validate a launch with the engine, save the run as queued and enqueue it after commit."""
-    built = build_engine_config(spec)
+    built = build_engine_config(spec, _teacher_runs(owner=owner, spec=spec))
     baseline = _resolve_baseline(owner=owner, spec=spec, built=built)
     config = built.config
     with transaction.atomic():
@@ -390,6 +435,12 @@ def run_delete(*, user, run_id: int) -> None:
         run = Run.objects.select_for_update().get(pk=run.pk)
         if not run.can_delete:
             raise ApplicationError.conflict("the run is running: cancel it first")
+        taught = selectors.runs_taught_by(run)
+        if taught:
+            names = ", ".join(f"#{other.pk}" for other in taught)
+            raise ApplicationError.conflict(
+                f"run {names} learns from this run's student as a frozen teacher: let it finish or delete it first"
+            )
         folder = Path(run.output_dir) if run.output_dir else None
         run_pk = run.pk
         run.delete()

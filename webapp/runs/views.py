@@ -33,7 +33,7 @@ def runs_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def run_new(request: HttpRequest) -> HttpResponse:
-    form = RunLaunchForm(request.POST or None)
+    form = RunLaunchForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
             run = services.run_create(owner=request.user, spec=form.to_spec())

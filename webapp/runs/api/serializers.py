@@ -73,6 +73,10 @@ class RunCreateInput(serializers.Serializer):
     overrides = serializers.DictField(required=False, help_text="dotted engine config keys -> values")
     baseline = serializers.IntegerField(required=False, allow_null=True,
                                         help_text="source-only baseline run id; absent: the latest match; null: none")
+    teachers = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=8,
+                                     help_text="DUDA: ids of succeeded runs whose students teach as frozen teachers")
+    precompute_teachers = serializers.BooleanField(required=False,
+                                                   help_text="DUDA: predict with those teachers once, before training")
 
     def validate(self, attrs):
         if not attrs.get("benchmark") and not (attrs.get("source") or attrs.get("target")):
