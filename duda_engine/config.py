@@ -97,6 +97,7 @@ class SelfTrainingConfig:
     ignore_top: int = 0  # rows ignored at the top of target crops (DAFormer: 15 on Cityscapes)
     ignore_bottom: int = 0  # rows ignored at the bottom (DAFormer: 120 on Cityscapes)
     classmix: bool = True
+    classmix_on_device: bool = False  # choose ClassMix classes without a host-device sync (other random draws)
     color_jitter_strength: float = 0.2
     color_jitter_p: float = 0.8
     blur: bool = True

@@ -29,7 +29,7 @@ from duda_engine.config import ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.data.pipeline import TrainingData
 from duda_engine.distributed import average_gradients
-from duda_engine.methods.augment import classmix_masks, mix, strong_augment
+from duda_engine.methods.augment import classmix, mix, strong_augment
 from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks, step_generator
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.inconsistency import InconsistencyWeights
@@ -155,7 +155,7 @@ class Duda:
 
         # 2. ClassMix and strong augmentation (one mixed batch for both students).
         if st.classmix:
-            mask = classmix_masks(source.labels, ignore, generator).to(self.device)
+            mask = classmix(source.labels, self.classes.num_classes, ignore, generator, st.classmix_on_device).to(self.device)
             mixed_images = mix(mask, source.images, target.images)
             mixed_labels = mix(mask, source.labels, pseudo)
             mixed_weight = mix(mask, torch.ones_like(pseudo_weight), pseudo_weight)

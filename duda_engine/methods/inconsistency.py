@@ -19,15 +19,18 @@ class InconsistencyWeights(nn.Module):
 
     @torch.no_grad()
     def update(self, prediction: torch.Tensor, pseudo_label: torch.Tensor, ignore_index: int) -> None:
+        """One EMA step from a batch; nothing is read back from the device (no boolean indexing)."""
         k = self.num_classes
         valid = pseudo_label != ignore_index
-        index = pseudo_label[valid] * k + prediction[valid]
-        matrix = torch.bincount(index, minlength=k * k).reshape(k, k).float()
+        index = torch.where(valid, pseudo_label * k + prediction, k * k).flatten()  # ignored pixels -> bin k*k
+        counts = torch.zeros(k * k + 1, dtype=torch.long, device=index.device).scatter_add_(0, index, torch.ones_like(index))
+        matrix = counts[: k * k].reshape(k, k).float()
         intersection = matrix.diag()
         union = matrix.sum(0) + matrix.sum(1) - intersection
         present = union > 0
-        observed = 1.0 - intersection[present] / union[present]
-        self.disagreement[present] = self.momentum * self.disagreement[present] + (1 - self.momentum) * observed
+        observed = 1.0 - intersection / union.clamp_min(1.0)
+        moved = self.momentum * self.disagreement + (1 - self.momentum) * observed
+        self.disagreement.copy_(torch.where(present, moved, self.disagreement))
 
     def weights(self) -> torch.Tensor:
         powered = self.disagreement.clamp_min(1e-6) ** self.gamma

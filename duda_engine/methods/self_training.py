@@ -11,7 +11,7 @@ import torch
 from duda_engine.config import ExperimentConfig
 from duda_engine.data.classes import CITYSCAPES_THING_CLASSES, ClassSpec
 from duda_engine.distributed import average_gradients
-from duda_engine.methods.augment import block_mask, classmix_masks, mix, strong_augment
+from duda_engine.methods.augment import block_mask, classmix, mix, strong_augment
 from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks, step_generator
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.losses import cross_entropy, feature_distance
@@ -67,7 +67,7 @@ class SelfTraining:
 
         # 4. ClassMix: half of each source image's classes pasted onto a target image, then strong augmentation.
         if st.classmix:
-            mask = classmix_masks(source.labels, ignore, generator).to(self.device)
+            mask = classmix(source.labels, self.classes.num_classes, ignore, generator, st.classmix_on_device).to(self.device)
             mixed_images = mix(mask, source.images, target.images)
             mixed_labels = mix(mask, source.labels, pseudo)
             mixed_weight = mix(mask, torch.ones_like(pseudo_weight), pseudo_weight)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import pytest
 import torch
@@ -92,6 +93,10 @@ def test_cpu_speed_paths_keep_parity_with_fp32_eager():
     assert again.passed and again.max_difference == 0.0, "the same config must train identically from the same seed"
     fused = compare_traces(reference, loss_trace(baseline, 3, tweaks=("fused_adamw",)), PARITY_TOLERANCE)
     assert fused.passed, fused.to_dict()
+    # Choosing ClassMix classes on the device draws other classes: the same network, other losses.
+    on_device = loss_trace(_config("duda:mit_b0:mit_b0", "fewer_host_syncs"), 3)
+    assert all(math.isfinite(v) for step in on_device for v in step.values())
+    assert not compare_traces(reference, on_device, PARITY_TOLERANCE).passed
 
 
 def test_bench_writes_table_and_json(tiny_config_file, tmp_path, capsys):

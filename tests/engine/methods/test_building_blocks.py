@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from duda_engine.methods.augment import block_mask, classmix_masks, color_jitter, mix
+from duda_engine.methods.augment import block_mask, classmix_masks, classmix_masks_on_device, color_jitter, mix
 from duda_engine.methods.duda import fuse
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.inconsistency import InconsistencyWeights
@@ -24,6 +24,32 @@ def test_classmix_pastes_half_of_each_images_classes():
     assert mask[0, 0][labels[0] == 255].sum() == 0
     mixed = mix(mask, labels, torch.full_like(labels, 9))
     assert torch.equal(mixed, torch.where(mask[:, 0].bool(), labels, 9))
+
+
+@pytest.mark.parametrize("present", [[0, 1, 2, 3], [2, 5, 7], [4]])
+def test_classmix_on_device_picks_the_same_share_with_the_same_odds(present):
+    """No host sync, other draws, the same rule: ceil(n/2) of the n present classes, each as likely."""
+    labels = torch.full((1, 6, 8), 255)
+    for i, c in enumerate(present):
+        labels[0, i] = c
+    counts = {"host": torch.zeros(10), "device": torch.zeros(10)}
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(1500):
+        for where, masks in (("host", classmix_masks(labels, 255, generator)),
+                             ("device", classmix_masks_on_device(labels, 10, 255, generator))):
+            chosen = torch.unique(labels[masks[:, 0].bool()])
+            assert len(chosen) == (len(present) + 1) // 2 and set(chosen.tolist()) <= set(present)
+            for c in present:  # whole classes: every pixel of a chosen class, none of the others
+                assert bool(masks[0, 0][labels[0] == c].all()) == (c in chosen.tolist())
+            counts[where][chosen] += 1
+    expected = 1500 * ((len(present) + 1) // 2) / len(present)
+    for where in counts:
+        assert torch.all((counts[where][present] - expected).abs() < 0.06 * 1500), (where, counts[where])
+        assert counts[where].sum() == 1500 * ((len(present) + 1) // 2)
+    batch = torch.stack([labels[0], torch.full((6, 8), 255), labels[0].flip(0)])  # an image without classes too
+    first = classmix_masks_on_device(batch, 10, 255, torch.Generator().manual_seed(3))
+    assert torch.equal(first, classmix_masks_on_device(batch, 10, 255, torch.Generator().manual_seed(3)))
+    assert first[1].sum() == 0
 
 
 def test_ema_follows_the_student():
