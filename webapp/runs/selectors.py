@@ -96,6 +96,15 @@ def student_checkpoint_file(run: Run) -> Path | None:
     return Path(run.output_dir) / row.path if row is not None and run.output_dir else None
 
 
+def teachers_of(run: Run) -> list[tuple[str, Run | None]]:
+    """The frozen teachers a run names: each checkpoint path with the run it came from (None when that
+    run is gone or was never one of this server's)."""
+    paths = (run.config or {}).get("duda", {}).get("frozen_teachers") or []
+    folders = {str(Path(path).parent) for path in paths}
+    by_folder = {other.output_dir: other for other in Run.objects.filter(output_dir__in=folders)}
+    return [(path, by_folder.get(str(Path(path).parent))) for path in paths]
+
+
 def runs_taught_by(run: Run) -> list[Run]:
     """Runs not succeeded yet (queued, running, or failed or cancelled and so resumable) that read
     this run's student checkpoint as a frozen teacher."""

@@ -65,6 +65,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "run": run,
         "config_json": json.dumps(run.config, indent=2),
         "checkpoints": selectors.checkpoints_of(run=run),
+        "teachers": selectors.teachers_of(run),
     })
 
 

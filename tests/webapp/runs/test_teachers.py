@@ -81,3 +81,11 @@ def test_the_api_and_the_form_offer_the_same_choice(alice, api, client):
                                           "teachers": [str(teacher.pk)], "precompute_teachers": "on", "baseline": ""})
     assert response.status_code == 302
     assert Run.objects.order_by("-pk").first().config["duda"]["frozen_teachers_precompute"] is True
+
+
+def test_the_run_page_links_its_teachers(alice, client):
+    teacher = simulate_results(launch(alice, student="mit_b1"))
+    run = launch(alice, **DUDA, teachers=[teacher.pk], precompute_teachers=True)
+    client.login(username="alice", password="alice-password")
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    assert f'<a href="/runs/{teacher.pk}/">#{teacher.pk} {teacher.name}</a> <span class="muted">(precomputed)</span>' in page
