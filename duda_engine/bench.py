@@ -1028,7 +1028,8 @@ def _attach_parity(records, case: Case, variants: list[Variant], configs, settin
             if record["case"] == case.name and record["variant"] == variant.name and record["status"] == "ok":
                 record["parity"] = parity
         verdict = {None: "not comparable", True: "ok", False: "FAILED"}[parity["passed"]]
-        log(f"{case.name} {variant.name}: parity {verdict} ({parity['max_difference'] or parity['worst']})")
+        detail = parity["worst"] if parity["max_difference"] is None else parity["max_difference"]
+        log(f"{case.name} {variant.name}: parity {verdict} ({detail})")
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
