@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from duda_engine.config import ExperimentConfig
+from duda_engine.config import ConfigError, ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.data.pipeline import TrainingData
 from duda_engine.distributed import average_gradients
@@ -100,7 +100,7 @@ class Duda:
         where = torch.device("cpu") if self.duda.frozen_teachers_on_cpu else self.device
         model, classes, _ = load_student(path, where)
         if classes.names != self.classes.names:
-            raise ValueError(f"frozen teacher {path} predicts other classes than this run")
+            raise ConfigError("duda.frozen_teachers", f"{path} predicts other classes than this run")
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         return model
@@ -122,7 +122,7 @@ class Duda:
                                "dataset": f"{dataset.kind}:{dataset.split}:{dataset.root}"}
                 stores.append(PrecomputedTeacher.build(
                     teacher, self.classes.num_classes, dataset, output_dir / "frozen_predictions" / f"teacher{i}-{role}.npy",
-                    description, d.precompute_stride, self.device, e.mode, tuple(e.window), tuple(e.stride),
+                    description, d.precompute_stride, next(teacher.parameters()).device, e.mode, tuple(e.window), tuple(e.stride),
                 ))
             del teacher
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from duda_engine.config import config_from_dict
+from duda_engine.config import ConfigError, config_from_dict
 from duda_engine.data.pipeline import build_training_data, step_loader
 from duda_engine.methods import build_method
 from duda_engine.methods.common import to_batch
@@ -155,3 +155,13 @@ def test_duda_runs_end_to_end_with_a_frozen_teacher(tiny_domains, tmp_path, froz
     assert result.steps == 4 and result.student_path.exists()
     stored = sorted(p.name for p in (tmp_path / "run" / "frozen_predictions").glob("*")) if precompute else []
     assert stored == (["teacher0-source.json", "teacher0-source.npy", "teacher0-target.json", "teacher0-target.npy"] if precompute else [])
+
+
+def test_a_frozen_teacher_of_other_classes_is_a_config_error(tiny_domains, tmp_path, frozen_teacher):
+    raw = tiny_config(tiny_domains, tmp_path / "run", "duda")
+    raw["classes"]["names"] = ["ground", "box", "ball"]
+    raw["duda"].update(frozen_teachers=[str(frozen_teacher)], frozen_teachers_precompute=True)
+    config = config_from_dict(raw)
+    with pytest.raises(ConfigError, match="predicts other classes than this run") as caught:
+        build_method(config, class_spec(config), CPU).prepare(build_training_data(config, class_spec(config)), tmp_path)
+    assert caught.value.field == "duda.frozen_teachers"
