@@ -241,6 +241,8 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
             raise ApplicationError.invalid("bad override", fields={"overrides": [f"{dotted!r} is not a config key"]})
         if dotted.strip() in ("output_dir",):
             raise ApplicationError.invalid("bad override", fields={"overrides": ["output_dir is set by the server"]})
+        if dotted.strip() == "duda.frozen_teachers":  # only runs this user may see, never an arbitrary file
+            raise ApplicationError.invalid("bad override", fields={"overrides": ["choose frozen teachers with the teachers field"]})
         _set(data, dotted.strip(), value)
     if teachers:
         _set(data, "duda.frozen_teachers", [str(selectors.student_checkpoint_file(run)) for run in teachers])

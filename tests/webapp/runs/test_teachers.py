@@ -50,6 +50,10 @@ def test_teachers_that_cannot_teach_are_refused_with_the_field(alice, bob):
         with pytest.raises(ApplicationError) as caught:
             launch(alice, **fields)
         assert caught.value.fields == {"teachers": [message]}
+    # Not around the check: a file path given as a raw config override.
+    with pytest.raises(ApplicationError) as caught:
+        launch(alice, **DUDA, overrides={"duda.frozen_teachers": [str(theirs.folder / "student.pt")]})
+    assert caught.value.fields == {"overrides": ["choose frozen teachers with the teachers field"]}
 
 
 def test_a_teacher_is_kept_while_a_run_that_learns_from_it_can_still_run(alice, django_capture_on_commit_callbacks):
