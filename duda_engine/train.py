@@ -199,12 +199,8 @@ def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, 
     method = build_method(config, classes, device)
     if hasattr(method, "prepare"):  # work before the first iteration (DUDA: precomputed frozen teachers)
         if config.duda.frozen_teachers_precompute and config.duda.frozen_teachers:
-            callbacks.on_status("precomputing the frozen teachers' predictions on the training images")
-        if world.is_main:
-            method.prepare(data, output_dir)
-        barrier()
-        if not world.is_main:
-            method.prepare(data, output_dir)  # reads what rank 0 wrote
+            callbacks.on_status("precomputing the frozen teachers' predictions on the training images (once per run)")
+        method.prepare(data, output_dir, wait=not world.is_main)  # the other ranks wait for rank 0's files
     if world.size > 1:
         seed_everything(config.seed * 1000 + world.rank)  # same weights everywhere, own dropout per rank
 

@@ -45,7 +45,7 @@ def classmix_masks_on_device(
     if device.type == "cuda":
         rank = rank.pin_memory()  # a pinned copy does not wait for the device's queue
     rank = rank.to(device, non_blocking=True)
-    index = torch.where(labels != ignore_index, labels, k).flatten(1)  # ignore (and anything else) -> column K
+    index = torch.where((labels >= 0) & (labels < k), labels, k).flatten(1)  # ignore (any other value) -> column K
     present = torch.zeros(batch, k + 1, dtype=torch.bool, device=device).scatter_(1, index, True)[:, :k]
     earlier = ((rank[:, None, :] < rank[:, :, None]) & present[:, None, :]).sum(-1)  # present classes before each
     chosen = present & (earlier < (present.sum(1, keepdim=True) + 1) // 2)

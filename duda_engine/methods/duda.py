@@ -34,7 +34,7 @@ from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.inconsistency import InconsistencyWeights
 from duda_engine.methods.losses import cross_entropy, distillation_loss
-from duda_engine.methods.precomputed import PrecomputedTeacher, file_digest
+from duda_engine.methods.precomputed import PrecomputedTeacher, at_temperature, describe, file_digest
 from duda_engine.methods.pseudo_labels import pseudo_label
 from duda_engine.methods.schedules import kd_weight
 from duda_engine.models import build_segmentor
@@ -105,35 +105,41 @@ class Duda:
             parameter.requires_grad_(False)
         return model
 
-    def prepare(self, data: TrainingData, output_dir: Path) -> None:
+    def prepare(self, data: TrainingData, output_dir: Path, wait: bool = False) -> None:
         """With ``duda.frozen_teachers_precompute``: predict the training images once with each frozen
-        teacher (or load what an earlier start of this run stored), then drop the network."""
+        teacher (or open what an earlier start of this run stored) and keep no network. ``wait``: another
+        process (data-parallel rank 0) computes them; wait for its files."""
         d, e = self.duda, self.config.eval
         if not d.frozen_teachers_precompute:
             return
         self.frozen_on_target, self.frozen_on_source = [], []
+        inference = {"mode": e.mode, "window": list(e.window), "stride": list(e.stride)}
         for i, path in enumerate(d.frozen_teachers):
-            teacher, digest = self._load_frozen(path), file_digest(Path(path))
+            teacher, digest = None, file_digest(Path(path))
             roles = [("target", data.target, self.frozen_on_target)]
             if d.kd_weight > 0:  # distillation on ClassMix (and source) images reads the source side too
                 roles.append(("source", data.source, self.frozen_on_source))
             for role, dataset, stores in roles:
-                description = {"teacher": str(path), "teacher_sha256": digest,
-                               "dataset": f"{dataset.kind}:{dataset.split}:{dataset.root}"}
-                stores.append(PrecomputedTeacher.build(
-                    teacher, self.classes.num_classes, dataset, output_dir / "frozen_predictions" / f"teacher{i}-{role}.npy",
-                    description, d.precompute_stride, next(teacher.parameters()).device, e.mode, tuple(e.window), tuple(e.stride),
-                ))
+                file = output_dir / "frozen_predictions" / f"teacher{i}-{role}.npy"
+                expected = describe(dataset, {"teacher": str(path), "teacher_sha256": digest}, d.precompute_stride, inference)
+                store = PrecomputedTeacher.open_if_current(file, expected)
+                if store is None and wait:
+                    store = PrecomputedTeacher.wait_for(file, expected)
+                if store is None:
+                    teacher = teacher or self._load_frozen(path)
+                    device = next(teacher.parameters()).device
+                    store = PrecomputedTeacher.compute(teacher, self.classes.num_classes, dataset, file, expected, device, self.amp)
+                stores.append(store)
             del teacher
 
     def teachers(self) -> list[nn.Module]:
         by_name = {"ema": self.ema, "auxiliary": self.auxiliary, "student_ema": self.student_ema}
         return [by_name[name] for name in self.duda.teachers] + self.frozen
 
-    def stored(self, stores: list[PrecomputedTeacher], batch: Batch, temperature: float) -> list[torch.Tensor]:
-        """The precomputed teachers' probabilities on the crops of ``batch``."""
+    def stored(self, stores: list[PrecomputedTeacher], batch: Batch) -> list[torch.Tensor]:
+        """The precomputed teachers' log-probabilities on the crops of ``batch`` (read once per step)."""
         size = tuple(batch.images.shape[-2:])
-        return [store.probabilities(batch.indices, batch.views, size, temperature, self.device) for store in stores]
+        return [store.log_probabilities(batch.indices, batch.views, size, self.device) for store in stores]
 
     def train_step(self, source: Batch, target: Batch, step: int) -> dict[str, torch.Tensor]:
         d, st, ignore = self.duda, self.st, self.classes.ignore_index
@@ -148,8 +154,9 @@ class Duda:
             update_ema(self.student_ema, self.student, alpha)
 
         # 1. The teachers label the target batch.
+        stored_target = self.stored(self.frozen_on_target, target)  # precomputed frozen teachers, if any
         live = teacher_probabilities(self.teachers(), target.images, 1.0, self.device, self.amp)
-        fused = fuse(live + self.stored(self.frozen_on_target, target, 1.0), d.fusion)
+        fused = fuse(live + [at_temperature(t, 1.0) for t in stored_target], d.fusion)
         pseudo, pseudo_weight = pseudo_label(fused, st.pseudo_threshold, st.ignore_top, st.ignore_bottom)
         losses["pseudo/confident_share"] = pseudo_weight.mean()
 
@@ -181,6 +188,7 @@ class Duda:
         kd = kd_weight(step, total, d.pre_adaptation, d.ramp, d.ramp_shape, d.kd_weight)
         hard = 1.0 - kd / d.kd_weight if d.handover and d.kd_weight > 0 else 1.0
         losses["schedule/kd_weight"] = torch.tensor(kd)
+        stored_source = self.stored(self.frozen_on_source, source) if kd > 0 else []
 
         # 4b. Inconsistency weights: classes where the small student disagrees with the teachers weigh more.
         with torch.no_grad(), autocast(self.device, self.amp):
@@ -199,7 +207,7 @@ class Duda:
         student_source = cross_entropy(source_logits, source.labels, ignore)
         if kd > 0 and d.kd_on_source:
             live = teacher_probabilities(self.teachers(), source.images, d.temperature, self.device, self.amp)
-            soft = fuse(live + self.stored(self.frozen_on_source, source, d.temperature), d.fusion)
+            soft = fuse(live + [at_temperature(s, d.temperature) for s in stored_source], d.fusion)
             kd_source = distillation_loss(source_logits, soft, d.temperature)
             student_source = student_source + kd * kd_source
             losses["loss/kd_source"] = kd_source.detach()
@@ -211,9 +219,9 @@ class Duda:
         total_target = hard * student_target
         if kd > 0:
             live = teacher_probabilities(self.teachers(), mixed_images, d.temperature, self.device, self.amp)
-            stored = self.stored(self.frozen_on_target, target, d.temperature)
+            stored = [at_temperature(t, d.temperature) for t in stored_target]
             if st.classmix:  # a precomputed teacher's soft label of a mixed image: the mix of its two predictions
-                stored = [mix(mask, s, t) for s, t in zip(self.stored(self.frozen_on_source, source, d.temperature), stored, strict=True)]
+                stored = [mix(mask, at_temperature(s, d.temperature), t) for s, t in zip(stored_source, stored, strict=True)]
             soft = fuse(live + stored, d.fusion)
             kd_pixel_weight = pixel_class_weight if (d.inconsistency_on_kd and class_weight is not None) else None
             kd_target = distillation_loss(mixed_logits, soft, d.temperature, kd_pixel_weight)

@@ -96,7 +96,8 @@ def test_cpu_speed_paths_keep_parity_with_fp32_eager():
     # Choosing ClassMix classes on the device draws other classes: the same network, other losses.
     on_device = loss_trace(_config("duda:mit_b0:mit_b0", "fewer_host_syncs"), 3)
     assert all(math.isfinite(v) for step in on_device for v in step.values())
-    assert not compare_traces(reference, on_device, PARITY_TOLERANCE).passed
+    for name in ("loss/source", "aux/loss_source"):  # the first step's source losses do not see ClassMix
+        assert on_device[0][name] == reference[0][name], name
 
 
 def test_bench_writes_table_and_json(tiny_config_file, tmp_path, capsys):

@@ -144,7 +144,8 @@ class RunLaunchForm(forms.Form):
             source=d.get("source") or "" if not d.get("benchmark") else "",
             target=d.get("target") or "" if not d.get("benchmark") else "",
             name=d.get("name") or "", auxiliary=d.get("auxiliary") or None, device=d.get("device") or None,
-            overrides=d.get("overrides") or {}, baseline=baseline, teachers=list(d.get("teachers") or []),
+            overrides=d.get("overrides") or {}, baseline=baseline,
+            teachers=list(d.get("teachers") or []) if d["method"] == "duda" else [],  # hidden for other methods
             precompute_teachers=bool(d.get("precompute_teachers")), **values,
         )
 

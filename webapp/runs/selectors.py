@@ -81,10 +81,12 @@ def baseline_candidates(*, user, target_dataset: str, student: str) -> QuerySet[
 
 def teacher_candidates(*, user) -> QuerySet[Run]:
     """Succeeded runs of this user with a student checkpoint: what a DUDA run may take as extra,
-    frozen teachers. Newest first."""
+    frozen teachers. Newest first. Not oracle runs: their students learnt the target's labels, which
+    an unsupervised run must not see."""
     return (
         runs_visible_to(user)
         .filter(status=RunStatus.SUCCEEDED, checkpoints__kind=CheckpointKind.STUDENT)
+        .exclude(method="oracle")
         .distinct()
         .order_by("-finished_at", "-id")
     )

@@ -41,6 +41,7 @@ from webapp.runs.models import (
 log = logging.getLogger(__name__)
 
 AUTO = "auto"  # LaunchSpec.baseline: pick the latest matching source-only run
+MAX_TEACHERS = 8  # extra frozen teachers of one DUDA run
 
 
 def heartbeat_interval_s() -> float:
@@ -166,6 +167,8 @@ def _teacher_runs(*, owner, spec: LaunchSpec) -> list[Run]:
         return []
     if spec.method != "duda":
         raise ApplicationError.invalid("bad teachers", fields={"teachers": ["extra teachers are for DUDA runs"]})
+    if len(set(spec.teachers)) > MAX_TEACHERS:
+        raise ApplicationError.invalid("bad teachers", fields={"teachers": [f"at most {MAX_TEACHERS} extra teachers"]})
     candidates = selectors.teacher_candidates(user=owner)
     runs = []
     for run_id in dict.fromkeys(spec.teachers):
@@ -180,12 +183,17 @@ def _teacher_runs(*, owner, spec: LaunchSpec) -> list[Run]:
 
 def _check_teacher_classes(config, teachers: list[Run]) -> None:
     """A frozen teacher must predict the classes of the run it teaches, in the same order."""
-    from duda_engine.config import config_from_dict
+    from duda_engine.config import ConfigError, config_from_dict
     from duda_engine.validation import class_spec
 
     names = class_spec(config).names
     for run in teachers:
-        theirs = class_spec(config_from_dict(run.config)).names
+        try:
+            theirs = class_spec(config_from_dict(run.config)).names
+        except ConfigError as error:
+            raise ApplicationError.invalid(
+                "bad teachers", fields={"teachers": [f"run {run.pk}'s config cannot be read any more: {error}"]}
+            ) from None
         if theirs != names:
             raise ApplicationError.invalid(
                 "bad teachers",
@@ -241,9 +249,9 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
             raise ApplicationError.invalid("bad override", fields={"overrides": [f"{dotted!r} is not a config key"]})
         if dotted.strip() in ("output_dir",):
             raise ApplicationError.invalid("bad override", fields={"overrides": ["output_dir is set by the server"]})
-        if dotted.strip() == "duda.frozen_teachers":  # only runs this user may see, never an arbitrary file
-            raise ApplicationError.invalid("bad override", fields={"overrides": ["choose frozen teachers with the teachers field"]})
         _set(data, dotted.strip(), value)
+    if (data.get("duda") or {}).get("frozen_teachers"):  # set by an override: only runs this user may see, never a file
+        raise ApplicationError.invalid("bad override", fields={"overrides": ["choose frozen teachers with the teachers field"]})
     if teachers:
         _set(data, "duda.frozen_teachers", [str(selectors.student_checkpoint_file(run)) for run in teachers])
         _set(data, "duda.frozen_teachers_precompute", bool(spec.precompute_teachers))

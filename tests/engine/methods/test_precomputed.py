@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +14,14 @@ from duda_engine.config import ConfigError, config_from_dict
 from duda_engine.data.pipeline import build_training_data, step_loader
 from duda_engine.methods import build_method
 from duda_engine.methods.common import to_batch
-from duda_engine.methods.precomputed import PrecomputedTeacher, crop_views, sharpen
+from duda_engine.methods.precomputed import (
+    PrecomputedTeacher,
+    at_temperature,
+    crop_views,
+    decode_log_probabilities,
+    describe,
+    encode_log_probabilities,
+)
 from duda_engine.train import train
 from duda_engine.validation import class_spec
 from tests.engine.conftest import tiny_config
@@ -43,6 +51,15 @@ def training_data(tiny_domains, tmp_path, **train):
     return config, build_training_data(config, class_spec(config))
 
 
+WHOLE = {"mode": "whole", "window": [512, 512], "stride": [341, 341]}
+
+
+def store_of(teacher, dataset, path, name="pixel", stride=1):
+    """The stored predictions of ``teacher`` on ``dataset``: reused when current, computed otherwise."""
+    expected = describe(dataset, {"teacher": name}, stride, WHOLE)
+    return PrecomputedTeacher.open_if_current(path, expected) or PrecomputedTeacher.compute(teacher, 3, dataset, path, expected, CPU)
+
+
 def test_views_locate_every_crop_in_its_image(tiny_domains, tmp_path):
     # 64x64 crops of 64x96 images scaled by 0.6..1.4: some crops padded, some mirrored.
     _, data = training_data(tiny_domains, tmp_path, crop_size=[64, 64], scale_range=[0.6, 1.4])
@@ -62,7 +79,7 @@ def test_views_locate_every_crop_in_its_image(tiny_domains, tmp_path):
 def test_stored_predictions_match_the_live_teacher_on_training_crops(tiny_domains, tmp_path):
     _, data = training_data(tiny_domains, tmp_path, crop_size=[64, 64], scale_range=[0.6, 1.4])
     teacher = PixelTeacher()
-    store = PrecomputedTeacher.build(teacher, 3, data.target, tmp_path / "t.npy", {"teacher": "pixel"}, 1, CPU)
+    store = store_of(teacher, data.target, tmp_path / "t.npy")
     assert store.maps.shape == (len(data.target), 3, 64, 96) and store.maps.dtype == np.uint8
     items = [data.target[(draw % len(data.target), draw)] for draw in range(12)]
     indices = torch.tensor([item["index"] for item in items])
@@ -70,7 +87,7 @@ def test_stored_predictions_match_the_live_teacher_on_training_crops(tiny_domain
     images = torch.stack([item["image"] for item in items]).float() / 255
     with torch.no_grad():
         live = torch.softmax(teacher(images), 1)
-    stored = store.probabilities(indices, views, (64, 64), 1.0, CPU)
+    stored = at_temperature(store.log_probabilities(indices, views, (64, 64), CPU), 1.0)
     torch.testing.assert_close(stored.sum(1), torch.ones(12, 64, 64))
     inside = images.sum(1) > 0  # padding is black in the image; its stored probabilities are uniform
     assert (~inside).any()
@@ -80,24 +97,58 @@ def test_stored_predictions_match_the_live_teacher_on_training_crops(tiny_domain
     assert (stored - live).abs().permute(0, 2, 3, 1)[inside].mean() < 0.03
 
 
-def test_sharpen_is_the_softmax_at_a_temperature():
-    logits = torch.randn(2, 5, 3, 3)
-    torch.testing.assert_close(sharpen(torch.softmax(logits, 1), 2.0), torch.softmax(logits / 2.0, 1))
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_stored_codes_keep_the_softmax_at_a_temperature(temperature):
+    # A confident teacher: top class 0.99, eighteen at 0.00056 each. At T=2 the top class is only ~0.70:
+    # storing probabilities (not log-probabilities) would lose that.
+    logits = torch.full((1, 19, 1, 1), 0.0)
+    logits[0, 0] = math.log(0.99 / 0.00056)
+    random = torch.randn(4, 19, 5, 5) * 4
+    for case in (logits, random):
+        codes = encode_log_probabilities(torch.log_softmax(case, 1))
+        assert codes.dtype == torch.uint8
+        stored = at_temperature(decode_log_probabilities(codes), temperature)
+        assert (stored - torch.softmax(case / temperature, 1)).abs().max() < 0.02  # a step of 0.063 in log p
+    expected_top = 1 / (1 + 18 * (0.00056 / 0.99) ** (1 / temperature))
+    top = at_temperature(decode_log_probabilities(encode_log_probabilities(torch.log_softmax(logits, 1))), temperature)[0, 0]
+    assert abs(float(top) - expected_top) < 0.005
 
 
-def test_the_file_is_reused_only_for_the_same_teacher_and_data(tiny_domains, tmp_path):
+def test_the_file_is_reused_only_for_the_same_teacher_and_images(tiny_domains, tmp_path):
     _, data = training_data(tiny_domains, tmp_path)
+    assert len(data.source) == len(data.target)  # same count, other images
     teacher, path = PixelTeacher(), tmp_path / "store" / "t.npy"
-    PrecomputedTeacher.build(teacher, 3, data.target, path, {"teacher": "a"}, 4, CPU)
-    assert teacher.calls == len(data.target)
+    n = len(data.target)
+    store_of(teacher, data.target, path, "a", 4)
+    assert teacher.calls == n
     assert json.loads(path.with_suffix(".json").read_text())["grid"] == [16, 24]
-    PrecomputedTeacher.build(teacher, 3, data.target, path, {"teacher": "a"}, 4, CPU)
-    assert teacher.calls == len(data.target)  # loaded, not computed again
-    PrecomputedTeacher.build(teacher, 3, data.target, path, {"teacher": "b"}, 4, CPU)
-    assert teacher.calls == 2 * len(data.target)  # another teacher: computed again
-    PrecomputedTeacher.build(teacher, 3, data.target, path, {"teacher": "b"}, 2, CPU)
-    assert teacher.calls == 3 * len(data.target)  # another resolution
+    store_of(teacher, data.target, path, "a", 4)
+    assert teacher.calls == n  # opened, not computed again
+    store_of(teacher, data.target, path, "b", 4)
+    assert teacher.calls == 2 * n  # another teacher
+    store_of(teacher, data.target, path, "b", 2)
+    assert teacher.calls == 3 * n  # another resolution
+    store_of(teacher, data.source, path, "b", 2)
+    assert teacher.calls == 4 * n  # other images
     assert sorted(p.name for p in path.parent.iterdir()) == ["t.json", "t.npy"]  # no partial files left
+
+
+def test_other_ranks_wait_for_the_file_without_a_collective(tiny_domains, tmp_path, monkeypatch):
+    import threading
+
+    from duda_engine.methods import precomputed
+
+    monkeypatch.setattr(precomputed, "WAIT_POLL_S", 0.05)
+    _, data = training_data(tiny_domains, tmp_path)
+    path, expected = tmp_path / "t.npy", describe(data.target, {"teacher": "a"}, 4, WHOLE)
+    waited = []
+    waiter = threading.Thread(target=lambda: waited.append(PrecomputedTeacher.wait_for(path, expected)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and not waited  # nothing yet
+    PrecomputedTeacher.compute(PixelTeacher(), 3, data.target, path, expected, CPU)
+    waiter.join(10)
+    assert not waiter.is_alive() and waited[0].maps.shape == (len(data.target), 3, 16, 24)
 
 
 def test_an_interrupted_precomputation_leaves_no_file_in_use(tiny_domains, tmp_path):
@@ -111,7 +162,7 @@ def test_an_interrupted_precomputation_leaves_no_file_in_use(tiny_domains, tmp_p
 
     path = tmp_path / "store" / "t.npy"
     with pytest.raises(RuntimeError, match="out of memory"):
-        PrecomputedTeacher.build(Failing(), 3, data.target, path, {"teacher": "a"}, 4, CPU)
+        store_of(Failing(), data.target, path, "a", 4)
     assert list(path.parent.iterdir()) == []
 
 

@@ -50,10 +50,16 @@ def test_teachers_that_cannot_teach_are_refused_with_the_field(alice, bob):
         with pytest.raises(ApplicationError) as caught:
             launch(alice, **fields)
         assert caught.value.fields == {"teachers": [message]}
-    # Not around the check: a file path given as a raw config override.
+    oracle = simulate_results(launch(alice, method="oracle"))
     with pytest.raises(ApplicationError) as caught:
-        launch(alice, **DUDA, overrides={"duda.frozen_teachers": [str(theirs.folder / "student.pt")]})
-    assert caught.value.fields == {"overrides": ["choose frozen teachers with the teachers field"]}
+        launch(alice, **DUDA, teachers=[oracle.pk])  # it learnt the target's labels
+    assert caught.value.fields == {"teachers": [f"run {oracle.pk} is not a succeeded run of yours with a student checkpoint"]}
+    # Not around the check: a file path given as a raw config override, by key or as a whole section.
+    for overrides in ({"duda.frozen_teachers": [str(theirs.folder / "student.pt")]},
+                      {"duda": {"teachers": ["ema"], "frozen_teachers": [str(theirs.folder / "student.pt")]}}):
+        with pytest.raises(ApplicationError) as caught:
+            launch(alice, **DUDA, overrides=overrides)
+        assert caught.value.fields == {"overrides": ["choose frozen teachers with the teachers field"]}
 
 
 def test_a_teacher_is_kept_while_a_run_that_learns_from_it_can_still_run(alice, django_capture_on_commit_callbacks):
