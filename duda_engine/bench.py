@@ -127,6 +127,7 @@ class Variant:
     amp: bool = False  # train.amp (bf16 autocast; CUDA only in methods.common.autocast)
     channels_last: bool = False  # train.channels_last
     compile: bool = False  # train.compile
+    compile_mode: str = "default"  # train.compile_mode ("reduce-overhead": CUDA graphs)
     classmix_on_device: bool = False  # self_training.classmix_on_device
     tweaks: tuple[str, ...] = ()  # see apply_tweaks
     draws_differ: str = ""  # why its losses cannot be compared with fp32_eager's ("" = they can)
@@ -136,7 +137,7 @@ class Variant:
 
     def switches(self) -> dict[str, bool]:
         return {"train.amp": self.amp, "train.channels_last": self.channels_last, "train.compile": self.compile,
-                "self_training.classmix_on_device": self.classmix_on_device}
+                "train.compile_mode": self.compile_mode, "self_training.classmix_on_device": self.classmix_on_device}
 
 
 _BF16_ON_CPU = "bf16 autocast is CUDA-only (methods.common.autocast is a no-op on CPU)"
@@ -177,9 +178,19 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant(
             "cuda_graphs",
-            "CUDA graphs (torch.compile mode='reduce-overhead')",
+            "CUDA graphs: torch.compile(mode='reduce-overhead') of every network",
+            compile=True,
+            compile_mode="reduce-overhead",
             cpu_skip="CUDA graphs exist on CUDA only",
-            not_yet="not a switch yet: needs a step without host syncs and with static shapes",
+        ),
+        Variant(
+            "bf16_channels_last_cuda_graphs",
+            "bf16 autocast + channels_last + CUDA graphs",
+            amp=True,
+            channels_last=True,
+            compile=True,
+            compile_mode="reduce-overhead",
+            cpu_skip="CUDA graphs exist on CUDA only",
         ),
         Variant(
             "fewer_host_syncs",
@@ -465,6 +476,7 @@ def bench_config(
         amp=variant.amp,
         channels_last=variant.channels_last,
         compile=variant.compile,
+        compile_mode=variant.compile_mode,
     )
     data.setdefault("self_training", {})["classmix_on_device"] = variant.classmix_on_device
     if workers >= 0:

@@ -72,6 +72,9 @@ class OptimConfig:
     poly_power: float = 1.0  # polynomial decay after warm-up
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainConfig:
     iterations: int = 40000
@@ -87,6 +90,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = False  # NHWC memory format for images and convolution weights
     compile: bool = False  # torch.compile every network (first iterations are slow while it compiles)
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | ...
     max_val_images: int = 0  # evaluate on at most this many val images (0 = all)
 
 
@@ -331,6 +335,7 @@ def check_values(c: ExperimentConfig) -> None:
     for key in ("eval_interval", "checkpoint_interval", "max_val_images", "num_workers"):
         _require(getattr(t, key) >= 0, f"train.{key}", "must be >= 0")
     _require(t.log_interval >= 1, "train.log_interval", "must be >= 1")
+    _require(t.compile_mode in COMPILE_MODES, "train.compile_mode", f"must be one of {', '.join(COMPILE_MODES)}")
     _require(t.num_samples >= 0, "train.num_samples", "must be >= 0")
     _require(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),

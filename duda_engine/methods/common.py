@@ -44,7 +44,7 @@ def prepare_networks(config: ExperimentConfig, *networks: nn.Module) -> None:
         if config.train.channels_last:
             network.to(memory_format=torch.channels_last)
         if config.train.compile:
-            network.compile()
+            network.compile(mode=config.train.compile_mode)
 
 
 def make_optimizer(model: nn.Module, config: ExperimentConfig, device: torch.device):

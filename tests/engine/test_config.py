@@ -21,6 +21,7 @@ def test_defaults_are_valid_and_round_trip():
         ({"train": {"iterations": "10"}}, "train.iterations"),
         ({"train": {"iterations": 0}}, "train.iterations"),
         ({"train": {"amp": "yes"}}, "train.amp"),
+        ({"train": {"compile_mode": "fast"}}, "train.compile_mode"),
         ({"duda": {"pre_adaptation": 0.8, "ramp": 0.5}}, "duda.ramp"),
         ({"duda": {"teachers": ["ema", "oracle"]}}, "duda.teachers[1]"),
         ({"duda": {"inconsistency_clip": [2.0, 3.0]}}, "duda.inconsistency_clip"),
