@@ -332,7 +332,7 @@ class SegmentationDataset(Dataset):
             factor = T.random_scale_factor(self.scale_range, rng)
             scaled_w, scaled_h = T.scaled_size(fit_w, fit_h, factor)
             image, label = T.resize(image, label, (scaled_w, scaled_h))  # one resize for both
-            image, label, (top, left) = T.random_crop_box(
+            image, label, (top, left) = T.random_crop(
                 image,
                 label,
                 self.crop_size,

@@ -137,23 +137,6 @@ def random_crop(
     cat_max_ratio: float = 0.75,
     max_tries: int = 10,
     ignore_index: int = IGNORE_INDEX,
-) -> Pair:
-    """``random_crop_box`` without the box."""
-    image, label, _ = random_crop_box(
-        image, label, crop_hw, rng, cat_max_ratio=cat_max_ratio, max_tries=max_tries, ignore_index=ignore_index
-    )
-    return image, label
-
-
-def random_crop_box(
-    image: np.ndarray,
-    label: np.ndarray | None,
-    crop_hw: tuple[int, int] | list[int],
-    rng: np.random.Generator,
-    *,
-    cat_max_ratio: float = 0.75,
-    max_tries: int = 10,
-    ignore_index: int = IGNORE_INDEX,
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
     """A random ``crop_hw = (H, W)`` crop and its ``(top, left)`` corner; pads first (image 0, label
     ignore, at the bottom and right) when the pair is smaller.

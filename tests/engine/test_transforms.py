@@ -59,7 +59,7 @@ def test_random_rescale_is_in_range_and_reproducible():
 
 def test_random_crop_has_the_crop_size_and_matches_the_source():
     image, label = _pair(60, 90)
-    out_image, out_label = T.random_crop(image, label, (32, 48), np.random.default_rng(3), cat_max_ratio=1.0)
+    out_image, out_label, corner = T.random_crop(image, label, (32, 48), np.random.default_rng(3), cat_max_ratio=1.0)
     assert out_image.shape == (32, 48, 3) and out_label.shape == (32, 48)
     # the crop is a window of the input, the same for image and label
     found = [
@@ -68,20 +68,20 @@ def test_random_crop_has_the_crop_size_and_matches_the_source():
         for left in range(90 - 48 + 1)
         if np.array_equal(label[top : top + 32, left : left + 48], out_label)
     ]
-    assert len(found) == 1
-    top, left = found[0]
+    assert found == [corner]  # and the corner it reports is where it cut
+    top, left = corner
     np.testing.assert_array_equal(image[top : top + 32, left : left + 48], out_image)
 
 
 def test_random_crop_pads_small_inputs_with_zero_and_ignore():
     image, label = _pair(10, 20)
-    out_image, out_label = T.random_crop(image, label, (16, 32), np.random.default_rng(0), ignore_index=255)
+    out_image, out_label, _ = T.random_crop(image, label, (16, 32), np.random.default_rng(0), ignore_index=255)
     assert out_image.shape == (16, 32, 3) and out_label.shape == (16, 32)
     np.testing.assert_array_equal(out_image[:10, :20], image)
     assert (out_image[10:] == 0).all() and (out_image[:, 20:] == 0).all()
     assert (out_label[10:] == 255).all() and (out_label[:, 20:] == 255).all()
     # an ignore value above 255 upcasts a uint8 label rather than overflowing
-    _, wide = T.random_crop(image, label, (16, 32), np.random.default_rng(0), ignore_index=1000)
+    _, wide, _ = T.random_crop(image, label, (16, 32), np.random.default_rng(0), ignore_index=1000)
     assert wide[15, 31] == 1000
 
 
@@ -95,7 +95,7 @@ def test_cat_max_ratio_avoids_crops_dominated_by_one_class():
     def passing(cat_max_ratio: float) -> int:
         count = 0
         for seed in range(200):
-            _, crop = T.random_crop(image, label, (10, 10), np.random.default_rng(seed), cat_max_ratio=cat_max_ratio)
+            _, crop, _ = T.random_crop(image, label, (10, 10), np.random.default_rng(seed), cat_max_ratio=cat_max_ratio)
             ratio = T.dominant_class_ratio(crop)
             count += ratio is not None and ratio < 0.75
         return count
@@ -104,7 +104,7 @@ def test_cat_max_ratio_avoids_crops_dominated_by_one_class():
     assert plain < 45  # 11% of 200 = 22 expected
     assert guarded > 120  # 11 tries: 1 - 0.89**11 = 72% of 200 = 144 expected
     # a label where no crop can pass still gives a crop of the right size
-    _, crop = T.random_crop(image, np.zeros_like(label), (10, 10), np.random.default_rng(0))
+    _, crop, _ = T.random_crop(image, np.zeros_like(label), (10, 10), np.random.default_rng(0))
     assert crop.shape == (10, 10)
 
 
