@@ -117,7 +117,7 @@ class Duda:
         for i, path in enumerate(d.frozen_teachers):
             teacher, digest = None, file_digest(Path(path))
             roles = [("target", data.target, self.frozen_on_target)]
-            if d.kd_weight > 0:  # distillation on ClassMix (and source) images reads the source side too
+            if d.kd_weight > 0 and (self.st.classmix or d.kd_on_source):  # distillation on ClassMix or source images
                 roles.append(("source", data.source, self.frozen_on_source))
             for role, dataset, stores in roles:
                 file = output_dir / "frozen_predictions" / f"teacher{i}-{role}.npy"

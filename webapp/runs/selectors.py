@@ -92,16 +92,14 @@ def teacher_candidates(*, user) -> QuerySet[Run]:
     )
 
 
-def student_checkpoint_file(run: Run) -> Path | None:
-    """The absolute path of the run's latest student checkpoint, or None."""
-    row = Checkpoint.objects.filter(run=run, kind=CheckpointKind.STUDENT).order_by("-step").first()
-    return Path(run.output_dir) / row.path if row is not None and run.output_dir else None
+def _frozen_teacher_paths(run: Run) -> list[str]:
+    return (run.config or {}).get("duda", {}).get("frozen_teachers") or []
 
 
 def teachers_of(run: Run) -> list[tuple[str, Run | None]]:
     """The frozen teachers a run names: each checkpoint path with the run it came from (None when that
     run is gone or was never one of this server's)."""
-    paths = (run.config or {}).get("duda", {}).get("frozen_teachers") or []
+    paths = _frozen_teacher_paths(run)
     folders = {str(Path(path).parent) for path in paths}
     by_folder = {other.output_dir: other for other in Run.objects.filter(output_dir__in=folders)}
     return [(path, by_folder.get(str(Path(path).parent))) for path in paths]
@@ -116,7 +114,7 @@ def runs_taught_by(run: Run) -> list[Run]:
     active = Run.objects.exclude(status=RunStatus.SUCCEEDED).exclude(pk=run.pk)
     return [
         other for other in active
-        if any(Path(path).parent == folder for path in (other.config.get("duda", {}).get("frozen_teachers") or []))
+        if any(Path(path).parent == folder for path in _frozen_teacher_paths(other))
     ]
 
 

@@ -253,7 +253,8 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
     if (data.get("duda") or {}).get("frozen_teachers"):  # set by an override: only runs this user may see, never a file
         raise ApplicationError.invalid("bad override", fields={"overrides": ["choose frozen teachers with the teachers field"]})
     if teachers:
-        _set(data, "duda.frozen_teachers", [str(selectors.student_checkpoint_file(run)) for run in teachers])
+        students = [run.folder / selectors.checkpoint_get(run=run, checkpoint=CheckpointKind.STUDENT).path for run in teachers]
+        _set(data, "duda.frozen_teachers", [str(path) for path in students])
         _set(data, "duda.frozen_teachers_precompute", bool(spec.precompute_teachers))
     default_name = f"{spec.method} {spec.benchmark or f'{source_key} → {target_key}'}"
     data["name"] = (spec.name or "").strip() or default_name
