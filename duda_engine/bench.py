@@ -129,6 +129,7 @@ class Variant:
     compile: bool = False  # train.compile
     compile_mode: str = "default"  # train.compile_mode ("reduce-overhead": CUDA graphs)
     classmix_on_device: bool = False  # self_training.classmix_on_device
+    batch_teacher_forwards: bool = False  # duda.batch_teacher_forwards
     tweaks: tuple[str, ...] = ()  # see apply_tweaks
     draws_differ: str = ""  # why its losses cannot be compared with fp32_eager's ("" = they can)
     cpu_skip: str = ""  # why it does not apply on CPU ("" = it does)
@@ -137,7 +138,8 @@ class Variant:
 
     def switches(self) -> dict[str, bool]:
         return {"train.amp": self.amp, "train.channels_last": self.channels_last, "train.compile": self.compile,
-                "train.compile_mode": self.compile_mode, "self_training.classmix_on_device": self.classmix_on_device}
+                "train.compile_mode": self.compile_mode, "self_training.classmix_on_device": self.classmix_on_device,
+                "duda.batch_teacher_forwards": self.batch_teacher_forwards}
 
 
 _BF16_ON_CPU = "bf16 autocast is CUDA-only (methods.common.autocast is a no-op on CPU)"
@@ -198,6 +200,11 @@ VARIANTS: dict[str, Variant] = {
             classmix_on_device=True,
             draws_differ=_OTHER_DRAWS,
         ),
+        Variant(
+            "batched_teacher_forwards",
+            "each steady DUDA teacher predicts the target and the mixed batch in one forward pass",
+            batch_teacher_forwards=True,
+        ),
     )
 }
 
@@ -227,6 +234,8 @@ def skip_reason(variant: Variant, case: Case | None, device: torch.device) -> st
         return variant.not_yet
     if "teacher_inference_mode" in variant.tweaks and case is not None and case.method in ("source_only", "oracle"):
         return "this method has no teacher"
+    if variant.batch_teacher_forwards and case is not None and case.method != "duda":
+        return "only DUDA's teachers predict more than one batch in a step"
     if variant.compile and device.type == "cpu" and _cpu_compiler() is None:
         return "torch.compile on CPU needs a C++ compiler; none found (set CXX)"
     return ""
@@ -479,6 +488,7 @@ def bench_config(
         compile_mode=variant.compile_mode,
     )
     data.setdefault("self_training", {})["classmix_on_device"] = variant.classmix_on_device
+    data.setdefault("duda", {})["batch_teacher_forwards"] = variant.batch_teacher_forwards
     if workers >= 0:
         train["num_workers"] = workers
     model = data.setdefault("model", {})

@@ -133,6 +133,7 @@ class DudaConfig:
     frozen_teachers: list[str] = field(default_factory=list)  # checkpoint files of earlier runs
     fusion: str = "mean"  # mean | confidence
     frozen_teachers_on_cpu: bool = False
+    batch_teacher_forwards: bool = False  # steady teachers predict target, mixed (and source) images in one pass
     frozen_teachers_precompute: bool = False  # predict every training image once, then drop the network
     precompute_stride: int = 4  # stored at 1/stride of the fitted image size, uint8
 

@@ -3,8 +3,9 @@
 One iteration (PAPER.md §2), with source batch (x_s, y_s) and target batch x_t:
 
   0. EMA:            g_tea <- EMA(g_stu)   (and f_ema <- EMA(f) when that teacher is used)
-  1. Teachers label: p = fuse(softmax(teacher(x_t)) for each teacher); y_hat = argmax p; q = confident share
-  2. ClassMix:       x_m, y_m, w_m from (x_s, y_s) and (x_t, y_hat, q); strong augmentation of x_m
+  1. ClassMix:       x_m from x_s, x_t and a mask of source classes; strong augmentation of x_m
+  2. Teachers label: p = fuse(softmax(teacher(x_t)) for each teacher); y_hat = argmax p; q = confident share;
+                     y_m, w_m mix (y_s, 1) with (y_hat, q)
   3. Large student:  CE(g_stu(x_s), y_s) + CE_w(g_stu(x_m), y_m, w_m)          -> step g_stu
   4. Small student:  CE(f(x_s), y_s) + h(t) * CE_{w*c}(f(x_m), y_m, w_m * c[y_m])
                      + lambda_KD(t) * T^2 KL(fuse(softmax(teacher(x_m)/T)) || softmax(f(x_m)/T))   -> step f
@@ -16,6 +17,9 @@ on which the small student still disagrees with the teachers.
 Teachers are the EMA teacher and optionally the auxiliary, the small student's own EMA and frozen
 networks from earlier runs; frozen ones run live or, with ``duda.frozen_teachers_precompute``, are
 read from predictions made once before training (``methods/precomputed.py``, which says what differs).
+The teachers that do not change during a step (all but the auxiliary, which steps in 3) predict the
+mixed batch for distillation already in 2, in the same forward pass as the target batch with
+``duda.batch_teacher_forwards`` (in eval mode a pixel's prediction does not depend on the other images).
 """
 
 from __future__ import annotations
@@ -58,18 +62,33 @@ def fuse(probabilities: list[torch.Tensor], fusion: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_probabilities(teachers: list[nn.Module], images: torch.Tensor, temperature: float, device, amp: bool) -> list[torch.Tensor]:
-    """Softmax(logits / T) of every teacher, on the teacher's own device, returned on ``device``."""
-    out = []
+def teacher_logits(
+    teachers: list[nn.Module], views: list[torch.Tensor], device, amp: bool, batched: bool = False
+) -> list[list[torch.Tensor]]:
+    """Every teacher's logits on every batch of ``views``, in eval mode, returned on ``device``:
+    ``result[view][teacher]``. ``batched``: one forward pass per teacher over the views concatenated."""
+    per_teacher = []
     for teacher in teachers:
         was_training = teacher.training
         teacher.eval()
         teacher_device = next(teacher.parameters()).device
         with autocast(teacher_device, amp):
-            logits = teacher(images.to(teacher_device)).float()
+            if batched and len(views) > 1:
+                logits = teacher(torch.cat(views).to(teacher_device)).float().split([len(v) for v in views])
+            else:
+                logits = [teacher(v.to(teacher_device)).float() for v in views]
         teacher.train(was_training)
-        out.append(torch.softmax(logits / temperature, dim=1).to(device))
-    return out
+        per_teacher.append([view_logits.to(device) for view_logits in logits])
+    return [[per_teacher[t][v] for t in range(len(teachers))] for v in range(len(views))]
+
+
+def softmax_at(logits: list[torch.Tensor], temperature: float) -> list[torch.Tensor]:
+    return [torch.softmax(one / temperature, dim=1) for one in logits]
+
+
+def teacher_probabilities(teachers: list[nn.Module], images: torch.Tensor, temperature: float, device, amp: bool) -> list[torch.Tensor]:
+    """Softmax(logits / T) of every teacher on ``images``, returned on ``device``."""
+    return softmax_at(teacher_logits(teachers, [images], device, amp)[0], temperature)
 
 
 class Duda:
@@ -136,6 +155,16 @@ class Duda:
         by_name = {"ema": self.ema, "auxiliary": self.auxiliary, "student_ema": self.student_ema}
         return [by_name[name] for name in self.duda.teachers] + self.frozen
 
+    def steady_teachers(self) -> list[nn.Module]:
+        """The live teachers whose weights do not change during a step (all but the auxiliary student)."""
+        return [teacher for teacher in self.teachers() if teacher is not self.auxiliary]
+
+    def auxiliary_logits(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The auxiliary student's logits on ``images`` when it is one of the teachers (else none)."""
+        if "auxiliary" not in self.duda.teachers:
+            return []
+        return teacher_logits([self.auxiliary], [images], self.device, self.amp)[0]
+
     def stored(self, stores: list[PrecomputedTeacher], batch: Batch) -> list[torch.Tensor]:
         """The precomputed teachers' log-probabilities on the crops of ``batch`` (read once per step)."""
         size = tuple(batch.images.shape[-2:])
@@ -153,22 +182,33 @@ class Duda:
         if self.student_ema is not None:
             update_ema(self.student_ema, self.student, alpha)
 
-        # 1. The teachers label the target batch.
-        stored_target = self.stored(self.frozen_on_target, target)  # precomputed frozen teachers, if any
-        live = teacher_probabilities(self.teachers(), target.images, 1.0, self.device, self.amp)
-        fused = fuse(live + [at_temperature(t, 1.0) for t in stored_target], d.fusion)
-        pseudo, pseudo_weight = pseudo_label(fused, st.pseudo_threshold, st.ignore_top, st.ignore_bottom)
-        losses["pseudo/confident_share"] = pseudo_weight.mean()
-
-        # 2. ClassMix and strong augmentation (one mixed batch for both students).
+        # 1. ClassMix (the mixed images need only the source labels) and strong augmentation.
+        kd = kd_weight(step, total, d.pre_adaptation, d.ramp, d.ramp_shape, d.kd_weight)
+        mask, mixed_images = None, target.images
         if st.classmix:
             mask = classmix(source.labels, self.classes.num_classes, ignore, generator, st.classmix_on_device).to(self.device)
             mixed_images = mix(mask, source.images, target.images)
+        mixed_images = strong_augment(mixed_images, st.color_jitter_strength, st.color_jitter_p, st.blur, generator)
+
+        # 2. The teachers label the target batch. The steady teachers also predict now the images they
+        #    will distil on (the mixed batch; the source batch with kd_on_source), batched if configured.
+        views = {"target": target.images}
+        if kd > 0:
+            views["mixed"] = mixed_images
+            if d.kd_on_source:
+                views["source"] = source.images
+        predicted = teacher_logits(self.steady_teachers(), list(views.values()), self.device, self.amp, d.batch_teacher_forwards)
+        steady = dict(zip(views, predicted, strict=True))  # view -> each steady teacher's logits
+        stored_target = self.stored(self.frozen_on_target, target)  # precomputed frozen teachers, if any
+        live = softmax_at(steady["target"] + self.auxiliary_logits(target.images), 1.0)
+        fused = fuse(live + [at_temperature(t, 1.0) for t in stored_target], d.fusion)
+        pseudo, pseudo_weight = pseudo_label(fused, st.pseudo_threshold, st.ignore_top, st.ignore_bottom)
+        losses["pseudo/confident_share"] = pseudo_weight.mean()
+        if st.classmix:
             mixed_labels = mix(mask, source.labels, pseudo)
             mixed_weight = mix(mask, torch.ones_like(pseudo_weight), pseudo_weight)
         else:
-            mixed_images, mixed_labels, mixed_weight = target.images, pseudo, pseudo_weight
-        mixed_images = strong_augment(mixed_images, st.color_jitter_strength, st.color_jitter_p, st.blur, generator)
+            mixed_labels, mixed_weight = pseudo, pseudo_weight
 
         # 3. The large auxiliary student: the unchanged base method (source CE + pseudo-labelled CE).
         self.auxiliary.train()
@@ -184,8 +224,7 @@ class Duda:
         self.auxiliary_scheduler.step()
         losses["aux/loss_source"], losses["aux/loss_target"] = aux_source.detach(), aux_target.detach()
 
-        # 4a. Schedules: the KD weight ramps up after pre-adaptation; the hard-label weight may hand over.
-        kd = kd_weight(step, total, d.pre_adaptation, d.ramp, d.ramp_shape, d.kd_weight)
+        # 4a. The KD weight (1.) ramps up after pre-adaptation; the hard-label weight may hand over.
         hard = 1.0 - kd / d.kd_weight if d.handover and d.kd_weight > 0 else 1.0
         losses["schedule/kd_weight"] = torch.tensor(kd)
         stored_source = self.stored(self.frozen_on_source, source) if kd > 0 else []
@@ -206,7 +245,7 @@ class Duda:
             source_logits = self.student(source.images)
         student_source = cross_entropy(source_logits, source.labels, ignore)
         if kd > 0 and d.kd_on_source:
-            live = teacher_probabilities(self.teachers(), source.images, d.temperature, self.device, self.amp)
+            live = softmax_at(steady["source"] + self.auxiliary_logits(source.images), d.temperature)
             soft = fuse(live + [at_temperature(s, d.temperature) for s in stored_source], d.fusion)
             kd_source = distillation_loss(source_logits, soft, d.temperature)
             student_source = student_source + kd * kd_source
@@ -218,7 +257,7 @@ class Duda:
         student_target = cross_entropy(mixed_logits, mixed_labels, ignore, mixed_weight * pixel_class_weight)
         total_target = hard * student_target
         if kd > 0:
-            live = teacher_probabilities(self.teachers(), mixed_images, d.temperature, self.device, self.amp)
+            live = softmax_at(steady["mixed"] + self.auxiliary_logits(mixed_images), d.temperature)
             stored = [at_temperature(t, d.temperature) for t in stored_target]
             if st.classmix:  # a precomputed teacher's soft label of a mixed image: the mix of its two predictions
                 stored = [mix(mask, at_temperature(s, d.temperature), t) for s, t in zip(stored_source, stored, strict=True)]

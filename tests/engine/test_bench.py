@@ -13,6 +13,7 @@ import yaml
 from duda_engine import bench
 from duda_engine.bench import (
     BASELINE,
+    BENCH_FIRST_STEP,
     VARIANTS,
     BenchError,
     BenchSettings,
@@ -24,7 +25,10 @@ from duda_engine.bench import (
     parse_case,
     run_bench,
     skip_reason,
+    synthetic_batches,
 )
+from duda_engine.methods import build_method
+from duda_engine.validation import class_spec
 from tests.engine.conftest import tiny_config
 
 CPU = torch.device("cpu")
@@ -194,3 +198,28 @@ def test_interleaved_variants_are_timed_side_by_side():
         assert record["status"] == "ok" and record["iterations"] == 2 and record["warmup"] == 1
         assert record["peak_memory_mib"] is None and record["ms_per_iter"]["median"] > 0
     assert report["results"][0]["speedup_vs_fp32_eager"] == 1.0
+
+
+def test_batched_teacher_forwards_train_as_separate_passes_with_one_call_per_teacher():
+    """Teachers predict in eval mode, so one pass over target + mixed + source images gives each view's
+    predictions unchanged: the losses match separate passes, and each steady teacher runs once a step."""
+    assert "DUDA" in skip_reason(VARIANTS["batched_teacher_forwards"], parse_case("self_training_b5"), CPU)
+    traces, calls = {}, {}
+    for batched in (False, True):
+        config = _config("duda:mit_b0:mit_b0", "batched_teacher_forwards" if batched else BASELINE)
+        assert config.duda.batch_teacher_forwards is batched
+        config.duda.teachers, config.duda.kd_on_source = ["ema", "auxiliary", "student_ema"], True
+        classes = class_spec(config)
+        torch.manual_seed(config.seed)
+        method = build_method(config, classes, torch.device("cpu"))
+        calls[batched] = {"ema": 0, "student_ema": 0}
+        for name in calls[batched]:
+            getattr(method, name).register_forward_pre_hook(lambda *_, n=name, c=calls[batched]: c.__setitem__(n, c[n] + 1))
+        source, target = synthetic_batches(config, classes.num_classes, torch.device("cpu"), config.seed)
+        traces[batched] = [method.train_step(source, target, BENCH_FIRST_STEP + i) for i in range(2)]
+    assert calls[False] == {"ema": 6, "student_ema": 6}  # target, mixed and source images, two steps
+    assert calls[True] == {"ema": 2, "student_ema": 2}
+    for separate, batched in zip(traces[False], traces[True], strict=True):
+        assert separate["loss/kd"] > 0 and separate["loss/kd_source"] > 0
+        for name in ("loss/kd", "loss/kd_source", "loss/target", "loss/source", "aux/loss_target"):
+            assert batched[name].item() == pytest.approx(separate[name].item(), rel=1e-5), name
