@@ -376,6 +376,7 @@ def check_values(c: ExperimentConfig) -> None:
     for i, teacher in enumerate(d.teachers):
         _require(teacher in ("ema", "auxiliary", "student_ema"), f"duda.teachers[{i}]", "must be ema, auxiliary or student_ema")
     _require(bool(d.teachers) or bool(d.frozen_teachers), "duda.teachers", "DUDA needs at least one teacher")
+    _require(len(set(d.teachers)) == len(d.teachers), "duda.teachers", "name each teacher once")
     _require(d.fusion in ("mean", "confidence"), "duda.fusion", "must be mean or confidence")
     _require(1 <= d.precompute_stride <= 64, "duda.precompute_stride", "must be in 1..64")
 

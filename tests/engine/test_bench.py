@@ -202,7 +202,9 @@ def test_interleaved_variants_are_timed_side_by_side():
 
 def test_batched_teacher_forwards_train_as_separate_passes_with_one_call_per_teacher():
     """Teachers predict in eval mode, so one pass over target + mixed + source images gives each view's
-    predictions unchanged: the losses match separate passes, and each steady teacher runs once a step."""
+    predictions unchanged: the losses match separate passes, and each steady teacher runs once a step.
+    The auxiliary student, a teacher that steps during the step, labels the target before its update and
+    predicts the distillation images after it, batched or not."""
     assert "DUDA" in skip_reason(VARIANTS["batched_teacher_forwards"], parse_case("self_training_b5"), CPU)
     traces, calls = {}, {}
     for batched in (False, True):
@@ -215,8 +217,19 @@ def test_batched_teacher_forwards_train_as_separate_passes_with_one_call_per_tea
         calls[batched] = {"ema": 0, "student_ema": 0}
         for name in calls[batched]:
             getattr(method, name).register_forward_pre_hook(lambda *_, n=name, c=calls[batched]: c.__setitem__(n, c[n] + 1))
+        auxiliary_as_teacher = []  # the auxiliary's weights (one of them) at each eval-mode call
+        first_weight = next(method.auxiliary.parameters())
+        method.auxiliary.register_forward_pre_hook(
+            lambda module, _: None if module.training else auxiliary_as_teacher.append(first_weight.detach().clone())
+        )
         source, target = synthetic_batches(config, classes.num_classes, torch.device("cpu"), config.seed)
-        traces[batched] = [method.train_step(source, target, BENCH_FIRST_STEP + i) for i in range(2)]
+        traces[batched] = []
+        for i in range(2):
+            auxiliary_as_teacher.clear()
+            traces[batched].append(method.train_step(source, target, BENCH_FIRST_STEP + i))
+            labels_target, *distils = auxiliary_as_teacher
+            assert len(distils) == 2  # the mixed and the source batch
+            assert not torch.equal(labels_target, first_weight) and all(torch.equal(w, first_weight) for w in distils)
     assert calls[False] == {"ema": 6, "student_ema": 6}  # target, mixed and source images, two steps
     assert calls[True] == {"ema": 2, "student_ema": 2}
     for separate, batched in zip(traces[False], traces[True], strict=True):

@@ -24,6 +24,7 @@ def test_defaults_are_valid_and_round_trip():
         ({"train": {"compile_mode": "fast"}}, "train.compile_mode"),
         ({"duda": {"pre_adaptation": 0.8, "ramp": 0.5}}, "duda.ramp"),
         ({"duda": {"teachers": ["ema", "oracle"]}}, "duda.teachers[1]"),
+        ({"duda": {"teachers": ["ema", "auxiliary", "ema"]}}, "duda.teachers"),
         ({"duda": {"inconsistency_clip": [2.0, 3.0]}}, "duda.inconsistency_clip"),
         ({"source": {"kind": "gta5"}}, "source.root"),
         ({"target": {"kind": "acdc", "root": "/x", "condition": "hail"}}, "target.condition"),
