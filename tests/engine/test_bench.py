@@ -220,7 +220,7 @@ def test_batched_teacher_forwards_train_as_separate_passes_with_one_call_per_tea
         auxiliary_as_teacher = []  # the auxiliary's weights (one of them) at each eval-mode call
         first_weight = next(method.auxiliary.parameters())
         method.auxiliary.register_forward_pre_hook(
-            lambda module, _: None if module.training else auxiliary_as_teacher.append(first_weight.detach().clone())
+            lambda module, _, seen=auxiliary_as_teacher, w=first_weight: None if module.training else seen.append(w.detach().clone())
         )
         source, target = synthetic_batches(config, classes.num_classes, torch.device("cpu"), config.seed)
         traces[batched] = []
