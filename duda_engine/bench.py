@@ -482,13 +482,10 @@ def bench_config(
         batch_size=batch,
         crop_size=[height, width],
         device=device,
-        amp=variant.amp,
-        channels_last=variant.channels_last,
-        compile=variant.compile,
-        compile_mode=variant.compile_mode,
     )
-    data.setdefault("self_training", {})["classmix_on_device"] = variant.classmix_on_device
-    data.setdefault("duda", {})["batch_teacher_forwards"] = variant.batch_teacher_forwards
+    for key, value in variant.switches().items():  # "section.field" -> value
+        section, name = key.split(".")
+        data.setdefault(section, {})[name] = value
     if workers >= 0:
         train["num_workers"] = workers
     model = data.setdefault("model", {})

@@ -86,11 +86,6 @@ def softmax_at(logits: list[torch.Tensor], temperature: float) -> list[torch.Ten
     return [torch.softmax(one / temperature, dim=1) for one in logits]
 
 
-def teacher_probabilities(teachers: list[nn.Module], images: torch.Tensor, temperature: float, device, amp: bool) -> list[torch.Tensor]:
-    """Softmax(logits / T) of every teacher on ``images``, returned on ``device``."""
-    return softmax_at(teacher_logits(teachers, [images], device, amp)[0], temperature)
-
-
 class Duda:
     uses_target = True
 

@@ -159,7 +159,7 @@ def test_cli_reports_config_errors_without_a_traceback(tiny_domains, tmp_path):
 
 
 def test_no_gradient_reaches_the_small_student_from_the_teachers(tiny_domains, tmp_path):
-    from duda_engine.methods.duda import teacher_probabilities
+    from duda_engine.methods.duda import softmax_at, teacher_logits
 
     config = config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "duda"))
     from duda_engine.methods import build_method
@@ -167,6 +167,6 @@ def test_no_gradient_reaches_the_small_student_from_the_teachers(tiny_domains, t
 
     method = build_method(config, class_spec(config), torch.device("cpu"))
     images = torch.rand(1, 3, 32, 32, requires_grad=True)
-    probabilities = teacher_probabilities(method.teachers(), images, 2.0, torch.device("cpu"), amp=False)
+    probabilities = softmax_at(teacher_logits(method.teachers(), [images], torch.device("cpu"), amp=False)[0], 2.0)
     assert not any(p.requires_grad for p in probabilities)
     assert all(p.grad is None for p in method.student.parameters())
