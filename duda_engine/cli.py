@@ -22,7 +22,7 @@ from duda_engine.data.datasets import DatasetError, build_dataset, read_image
 from duda_engine.evaluate import EvalResult, colorize, predict_logits
 from duda_engine.export import add_export_parser
 from duda_engine.models import PretrainedWeightsError
-from duda_engine.student import load_student
+from duda_engine.student import NETWORK_NAMES, load_student
 from duda_engine.validation import class_spec, resolve_device
 
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, PretrainedWeightsError)
@@ -108,20 +108,20 @@ def command_eval(args) -> int:
 
     config: ExperimentConfig = load_config(args.config, parse_overrides(args.set))
     device = resolve_device(config.train.device)
-    model, classes, meta = load_student(args.checkpoint, device)
+    model, classes, meta = load_student(args.checkpoint, device, args.network)
     if classes.names != class_spec(config).names:
         raise ConfigError("classes", f"the checkpoint's classes differ from the config's ({args.checkpoint})")
     val = build_dataset(config.target, classes, config.target.val_split, train=False)
     result = evaluate_model(model, val, config, classes, device)
     print_result(result)
     if args.json:
-        Path(args.json).write_text(json.dumps({"miou": result.miou, "per_class": result.per_class}, indent=2))
+        Path(args.json).write_text(json.dumps({"network": args.network, "preset": meta["preset"], "miou": result.miou, "per_class": result.per_class}, indent=2))
     return 0
 
 
 def command_predict(args) -> int:
     device = resolve_device(args.device)
-    model, classes, _ = load_student(args.checkpoint, device)
+    model, classes, _ = load_student(args.checkpoint, device, args.network)
     inputs = Path(args.input)
     files = sorted(p for p in inputs.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if inputs.is_dir() else [inputs]
     if not files or not files[0].exists():
@@ -137,6 +137,10 @@ def command_predict(args) -> int:
         Image.fromarray(colorize(prediction, classes)).save(out / f"{path.stem}_color.png")
     print(f"wrote {len(files)} predictions to {out}")
     return 0
+
+
+NETWORK_HELP = ("which network of a full training checkpoint: the student (default), its EMA teacher "
+                "(self-training) or DUDA's auxiliary, its EMA teacher or the student's EMA (student_teacher)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     evaluate.add_argument("--json", help="also write the result as JSON to this file")
+    evaluate.add_argument("--network", choices=NETWORK_NAMES, default="student", help=NETWORK_HELP)
     evaluate.set_defaults(handler=command_eval)
 
     predict = sub.add_parser("predict", help="segment images with a student checkpoint")
@@ -165,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--mode", choices=("whole", "slide"), default="whole")
     predict.add_argument("--window", type=int, default=512)
     predict.add_argument("--stride", type=int, default=341)
+    predict.add_argument("--network", choices=NETWORK_NAMES, default="student", help=NETWORK_HELP)
     predict.set_defaults(handler=command_predict)
 
     add_export_parser(sub)

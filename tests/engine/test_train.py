@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from duda_engine.callbacks import Callbacks
-from duda_engine.checkpoint import latest_full_checkpoint, load_checkpoint
+from duda_engine.checkpoint import CheckpointError, latest_full_checkpoint, load_checkpoint
 from duda_engine.config import ConfigError, config_from_dict
 from duda_engine.student import load_student
 from duda_engine.train import train
@@ -126,6 +126,50 @@ def test_student_checkpoint_is_small_and_evaluates_the_same_through_the_cli(tiny
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(out.read_text())["miou"] == pytest.approx(result.final.miou, abs=1e-6)
+
+
+def test_the_teachers_and_the_auxiliary_of_a_full_checkpoint_load_and_evaluate(tiny_domains, tmp_path):
+    """`eval --network teacher` scores DUDA's large EMA teacher: the diagnostic for a student that
+    follows a teacher which adapted badly."""
+    data = tiny_config(tiny_domains, tmp_path / "run", "duda")
+    data["model"]["auxiliary"] = "mit_b1"
+    train(config_from_dict(data), Recorder())
+    full, student_file = latest_full_checkpoint(tmp_path / "run"), tmp_path / "run" / "student.pt"
+    stored = load_checkpoint(full)["method"]
+    assert data["duda"]["teachers"] == ["ema", "student_ema"]  # so the run keeps an EMA of the student too
+    networks = [("student", "student", "mit_b0"), ("auxiliary", "auxiliary", "mit_b1"), ("teacher", "ema", "mit_b1"),
+                ("student_teacher", "student_ema", "mit_b0")]
+    for network, key, preset in networks:
+        model, classes, meta = load_student(full, network=network)
+        assert meta["preset"] == preset and meta["network"] == network and classes.names == ("ground", "box", "disc")
+        loaded = model.state_dict()
+        assert all(torch.equal(loaded[name], value) for name, value in stored[key].items()), network
+    assert any(not torch.equal(stored["ema"][n], stored["auxiliary"][n]) for n in stored["ema"])  # two networks
+    with pytest.raises(CheckpointError, match="is a student file: it holds no 'teacher'"):
+        load_student(student_file, network="teacher")
+
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(data))
+    out = tmp_path / "eval.json"
+    command = [sys.executable, "-m", "duda_engine", "eval", "--config", str(config_path), "--checkpoint", str(full), "--json", str(out)]
+    completed = subprocess.run([*command, "--network", "teacher"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(out.read_text())
+    assert report["network"] == "teacher" and report["preset"] == "mit_b1" and 0 <= report["miou"] <= 100
+    command[command.index(str(full))] = str(student_file)
+    refused = subprocess.run([*command, "--network", "teacher"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "is a student file: it holds no 'teacher'" in refused.stderr
+
+
+def test_self_training_checkpoint_holds_its_teacher(tiny_domains, tmp_path):
+    train(config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "self_training")), Recorder())
+    full = latest_full_checkpoint(tmp_path / "run")
+    teacher, _, meta = load_student(full, network="teacher")
+    stored = load_checkpoint(full)["method"]["teacher"]
+    assert meta["preset"] == "mit_b0" and all(torch.equal(teacher.state_dict()[n], v) for n, v in stored.items())
+    with pytest.raises(CheckpointError, match=r"\(self_training\) holds no 'auxiliary' network; it holds: student, teacher"):
+        load_student(full, network="auxiliary")
 
 
 @pytest.mark.parametrize(
