@@ -67,7 +67,24 @@ class Job:
         return args
 
 
-def run_job(job: Job, out: Path, eval_interval: int) -> dict:
+def score_teacher(job: Job, output_dir: Path) -> dict | None:
+    """The target mIoU of the run's EMA teacher (``eval --network teacher`` on its last full checkpoint):
+    self-training's teacher of the student, DUDA's large teacher. Stored beside the run, computed once."""
+    if job.method not in ("self_training", "duda"):
+        return None
+    scored = output_dir / "teacher_eval.json"
+    if not scored.is_file():
+        checkpoint = sorted((output_dir / "checkpoints").glob("checkpoint_*.pt"))[-1]
+        command = [sys.executable, "-m", "duda_engine", "eval", "--config", f"configs/toy/{job.benchmark}.yaml",
+                   "--checkpoint", str(checkpoint), "--network", "teacher", "--json", str(scored)]
+        for pair in job.overrides(output_dir):
+            command += ["--set", pair]
+        env = dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(scored.read_text())
+
+
+def run_job(job: Job, out: Path, eval_interval: int, teachers: bool = False) -> dict:
     output_dir = out / job.name
     result_path = output_dir / "result.json"
     command = job.command(output_dir)
@@ -87,12 +104,14 @@ def run_job(job: Job, out: Path, eval_interval: int) -> dict:
     result = json.loads(result_path.read_text())
     log_text = log_path.read_text() if log_path.is_file() else ""
     wall = output_dir / "wall_s.txt"
+    teacher = score_teacher(job, output_dir) if teachers else None
     return {
         "job": job.name, "status": "ok", "benchmark": job.benchmark, "spec": job.spec, "extra": job.extra,
         "seed": job.seed, "iterations": job.iterations, "final_miou": result["final_miou"],
         "evaluations": [[int(s), float(m)] for s, m in EVAL_LINE.findall(log_text)],
         "per_class": result.get("per_class", {}), "wall_s": float(wall.read_text()) if wall.is_file() else None,
         "command": " ".join(command),
+        "teacher_miou": teacher["miou"] if teacher else None, "teacher_per_class": teacher["per_class"] if teacher else {},
     }
 
 
@@ -117,6 +136,7 @@ def summarise(records: list[dict]) -> list[dict]:
             "values": values, "best_classes": {n: class_mean[n] for n in ranked[::-1][:3]},
             "worst_classes": {n: class_mean[n] for n in ranked[:3]},
             "wall_s_mean": statistics.fmean([m["wall_s"] for m in members if m["wall_s"]] or [0.0]),
+            "teacher_values": [m["teacher_miou"] for m in members if m.get("teacher_miou") is not None],
         })
     return rows
 
@@ -132,6 +152,13 @@ def markdown(rows: list[dict], argv: list[str]) -> str:
         per_seed = " / ".join(f"{v:.2f}" for v in r["values"])
         lines.append(f"| {r['benchmark']} | {run} | {len(r['seeds'])} | {r['mean']:.2f} ± {r['std']:.2f} | {per_seed} "
                      f"| {best} | {worst} | {r['wall_s_mean'] / 60:.1f} min |")
+    teachers = [r for r in rows if r["teacher_values"]]
+    if teachers:
+        lines += ["", "Target mIoU of each run's EMA teacher at the end (`eval --network teacher`; DUDA: the large network's):",
+                  "", "| benchmark | run | teacher per seed | student per seed |", "|---|---|---|---|"]
+        for r in teachers:
+            lines.append(f"| {r['benchmark']} | {r['spec']}{''.join(f' `{e}`' for e in r['extra'])} | "
+                         f"{' / '.join(f'{v:.2f}' for v in r['teacher_values'])} | {' / '.join(f'{v:.2f}' for v in r['values'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -146,11 +173,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="runs/toy_grid")
     parser.add_argument("--report", required=True, help="writes REPORT.json and REPORT.md")
+    parser.add_argument("--score-teachers", action="store_true",
+                        help="also score each self-training and DUDA run's EMA teacher on the target (eval --network teacher)")
     args = parser.parse_args(argv)
     jobs = [Job(b, spec, seed, args.iterations, list(args.set)) for b in args.benchmarks for spec in args.runs
             for seed in args.seeds]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        records = list(pool.map(lambda job: run_job(job, Path(args.out).resolve(), args.eval_interval), jobs))
+        records = list(pool.map(lambda job: run_job(job, Path(args.out).resolve(), args.eval_interval, args.score_teachers), jobs))
     rows = summarise(records)
     report = Path(args.report)
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,20 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     assert "`train.batch_size=1`" in row and f"| 2 | {duda['mean']:.2f} ± {duda['std']:.2f} |" in row
     assert table.startswith("Command: `python bench/toy_runs.py --benchmarks toy_gta2real")
 
-    again = run_grid(tmp_path)  # every result.json exists: nothing is trained again
-    assert again.returncode == 0 and "done toy_gta2real" not in again.stdout
-    assert json.loads((tmp_path / "report.json").read_text())["summary"] == report["summary"]
+    assert all(r["teacher_miou"] is None for r in report["runs"]) and "EMA teacher" not in table
+
+    again = run_grid(tmp_path, "--score-teachers")  # every result.json exists: nothing is trained again
+    assert again.returncode == 0 and "done toy_gta2real" not in again.stdout, again.stderr[-2000:]
+    rescored = json.loads((tmp_path / "report.json").read_text())
+    assert [row["values"] for row in rescored["summary"]] == [row["values"] for row in report["summary"]]
+    for record in rescored["runs"]:
+        teacher_file = tmp_path / "runs" / record["job"] / "teacher_eval.json"
+        if record["spec"] == "source_only:mit_b0":  # no teacher
+            assert record["teacher_miou"] is None and not teacher_file.exists()
+        else:
+            scored = json.loads(teacher_file.read_text())
+            assert scored["network"] == "teacher" and record["teacher_miou"] == scored["miou"]
+            assert 0 <= scored["miou"] <= 100 and set(record["teacher_per_class"]) == set(record["per_class"])
+    teachers = [r["teacher_miou"] for r in rescored["runs"] if r["spec"] == "duda:mit_b0:mit_b0"]
+    table = (tmp_path / "report.md").read_text()
+    assert f"| toy_gta2real | duda:mit_b0:mit_b0 `{'` `'.join(TINY)}` | {teachers[0]:.2f} / {teachers[1]:.2f} |" in table
