@@ -7,7 +7,8 @@ Each run is ``python -m duda_engine train --config configs/toy/<benchmark>.yaml`
 overrides for the method, the networks, the seed and the iterations, in its own process with one
 CPU thread (``--jobs`` of them at a time: on a small CPU two one-thread runs finish sooner than two
 two-thread runs in turn). A run whose ``result.json`` exists is not run again, so an interrupted grid
-continues where it stopped. The report is ``<report>.json`` (every run: final mIoU, the evaluations
+continues where it stopped. ``--score-teachers`` also scores each self-training and DUDA run's EMA teacher
+on the target (``eval --network teacher``; for DUDA the large network's), tabulated beside its student. The report is ``<report>.json`` (every run: final mIoU, the evaluations
 along the way, per-class IoU, wall time, the exact command) and ``<report>.md`` (mean ± std over seeds).
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_LINE = re.compile(r"^\[(\d+)\] target mIoU ([0-9.]+)", re.MULTILINE)
+CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.pt$")  # full training checkpoints (duda_engine.checkpoint)
 
 
 @dataclass
@@ -67,21 +69,39 @@ class Job:
         return args
 
 
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in (output_dir / "checkpoints").glob("checkpoint_*.pt")
+             if (m := CHECKPOINT_NAME.match(p.name))]
+    return max(found)[1] if found else None
+
+
 def score_teacher(job: Job, output_dir: Path) -> dict | None:
     """The target mIoU of the run's EMA teacher (``eval --network teacher`` on its last full checkpoint):
-    self-training's teacher of the student, DUDA's large teacher. Stored beside the run, computed once."""
+    self-training's teacher of the student, DUDA's large teacher. Stored beside the run as
+    ``teacher_eval.json`` and computed again only when the checkpoint changed. ``{"error": ...}`` when it
+    cannot be scored (the report says so; the grid goes on)."""
     if job.method not in ("self_training", "duda"):
         return None
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is None:
+        return {"error": f"no full checkpoint under {output_dir / 'checkpoints'}"}
+    source = {"checkpoint": str(checkpoint), "checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns}
     scored = output_dir / "teacher_eval.json"
-    if not scored.is_file():
-        checkpoint = sorted((output_dir / "checkpoints").glob("checkpoint_*.pt"))[-1]
-        command = [sys.executable, "-m", "duda_engine", "eval", "--config", f"configs/toy/{job.benchmark}.yaml",
-                   "--checkpoint", str(checkpoint), "--network", "teacher", "--json", str(scored)]
-        for pair in job.overrides(output_dir):
-            command += ["--set", pair]
-        env = dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(scored.read_text())
+    if scored.is_file() and all(json.loads(scored.read_text()).get(k) == v for k, v in source.items()):
+        return json.loads(scored.read_text())
+    fresh = output_dir / "teacher_eval.tmp.json"
+    command = [sys.executable, "-m", "duda_engine", "eval", "--config", f"configs/toy/{job.benchmark}.yaml",
+               "--checkpoint", str(checkpoint), "--network", "teacher", "--json", str(fresh)]
+    for pair in job.overrides(output_dir):
+        command += ["--set", pair]
+    env = dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    result = json.loads(fresh.read_text()) | source
+    scored.write_text(json.dumps(result, indent=1) + "\n")
+    fresh.unlink()
+    return result
 
 
 def run_job(job: Job, out: Path, eval_interval: int, teachers: bool = False) -> dict:
@@ -111,7 +131,8 @@ def run_job(job: Job, out: Path, eval_interval: int, teachers: bool = False) -> 
         "evaluations": [[int(s), float(m)] for s, m in EVAL_LINE.findall(log_text)],
         "per_class": result.get("per_class", {}), "wall_s": float(wall.read_text()) if wall.is_file() else None,
         "command": " ".join(command),
-        "teacher_miou": teacher["miou"] if teacher else None, "teacher_per_class": teacher["per_class"] if teacher else {},
+        "teacher_miou": teacher.get("miou") if teacher else None, "teacher_per_class": teacher.get("per_class", {}) if teacher else {},
+        "teacher_error": teacher.get("error") if teacher else None,
     }
 
 
@@ -136,7 +157,7 @@ def summarise(records: list[dict]) -> list[dict]:
             "values": values, "best_classes": {n: class_mean[n] for n in ranked[::-1][:3]},
             "worst_classes": {n: class_mean[n] for n in ranked[:3]},
             "wall_s_mean": statistics.fmean([m["wall_s"] for m in members if m["wall_s"]] or [0.0]),
-            "teacher_values": [m["teacher_miou"] for m in members if m.get("teacher_miou") is not None],
+            "teacher_values": [m.get("teacher_miou") for m in members],  # None: not scored
         })
     return rows
 
@@ -152,13 +173,13 @@ def markdown(rows: list[dict], argv: list[str]) -> str:
         per_seed = " / ".join(f"{v:.2f}" for v in r["values"])
         lines.append(f"| {r['benchmark']} | {run} | {len(r['seeds'])} | {r['mean']:.2f} ± {r['std']:.2f} | {per_seed} "
                      f"| {best} | {worst} | {r['wall_s_mean'] / 60:.1f} min |")
-    teachers = [r for r in rows if r["teacher_values"]]
+    teachers = [r for r in rows if any(v is not None for v in r["teacher_values"])]
     if teachers:
         lines += ["", "Target mIoU of each run's EMA teacher at the end (`eval --network teacher`; DUDA: the large network's):",
                   "", "| benchmark | run | teacher per seed | student per seed |", "|---|---|---|---|"]
         for r in teachers:
             lines.append(f"| {r['benchmark']} | {r['spec']}{''.join(f' `{e}`' for e in r['extra'])} | "
-                         f"{' / '.join(f'{v:.2f}' for v in r['teacher_values'])} | {' / '.join(f'{v:.2f}' for v in r['values'])} |")
+                         f"{' / '.join('–' if v is None else f'{v:.2f}' for v in r['teacher_values'])} | {' / '.join(f'{v:.2f}' for v in r['values'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +210,9 @@ def main(argv: list[str]) -> int:
     failed = [r for r in records if r["status"] != "ok"]
     for record in failed:
         print(f"FAILED {record['job']} (exit {record['exit_code']}):\n{record['log_tail']}", file=sys.stderr)
+    for record in records:
+        if record.get("teacher_error"):
+            print(f"teacher not scored for {record['job']}: {record['teacher_error']}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -115,7 +115,7 @@ def command_eval(args) -> int:
     result = evaluate_model(model, val, config, classes, device)
     print_result(result)
     if args.json:
-        Path(args.json).write_text(json.dumps({"network": args.network, "preset": meta["preset"], "miou": result.miou, "per_class": result.per_class}, indent=2))
+        Path(args.json).write_text(json.dumps({"network": args.network, "preset": meta["preset"], "step": meta.get("step"), "miou": result.miou, "per_class": result.per_class}, indent=2))
     return 0
 
 
@@ -139,8 +139,9 @@ def command_predict(args) -> int:
     return 0
 
 
-NETWORK_HELP = ("which network of a full training checkpoint: the student (default), its EMA teacher "
-                "(self-training) or DUDA's auxiliary, its EMA teacher or the student's EMA (student_teacher)")
+NETWORK_HELP = ("which network of a full training checkpoint: the student (default); teacher: the EMA teacher "
+                "(of the student in self-training, of the auxiliary in DUDA: 'ema' in duda.teachers); auxiliary: "
+                "DUDA's large student; student_teacher: DUDA's EMA of the student ('student_ema', when kept)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,7 +32,8 @@ def save_student(
 
 
 # The networks a full training checkpoint holds, by method: name -> (its key in the method's state,
-# the config field naming its preset). The teachers are EMA copies of the network they follow.
+# the config field naming its preset). The teachers are EMA copies of the network they follow; in
+# ``duda.teachers`` DUDA's "teacher" is called ``ema`` and its "student_teacher" ``student_ema``.
 NETWORKS_BY_METHOD: dict[str, dict[str, tuple[str, str]]] = {
     "source_only": {"student": ("student", "student")},
     "oracle": {"student": ("student", "student")},
@@ -44,7 +45,7 @@ NETWORKS_BY_METHOD: dict[str, dict[str, tuple[str, str]]] = {
         "student_teacher": ("student_ema", "student"),
     },
 }
-NETWORK_NAMES = ("student", "auxiliary", "teacher", "student_teacher")
+NETWORK_NAMES = tuple(dict.fromkeys(name for networks in NETWORKS_BY_METHOD.values() for name in networks))
 
 
 def load_student(
@@ -69,7 +70,7 @@ def load_student(
         held = {name: place for name, place in NETWORKS_BY_METHOD.get(config.method, {}).items()
                 if place[0] in state["method"]}
         if network not in held:
-            raise CheckpointError(f"{path} ({config.method}) holds no {network!r} network; it holds: {', '.join(held)}")
+            raise CheckpointError(f"{path} ({config.method}) holds no {network!r} network; it holds: {', '.join(held) or 'none'}")
         key, preset_field = held[network]
         classes, preset, weights = class_spec(config), getattr(config.model, preset_field), state["method"][key]
     else:

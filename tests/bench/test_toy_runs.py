@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from tests.conftest import REPO_ROOT
 from tests.workers.support import ensure_toy_data
 
 TINY = ["train.crop_size=[64,64]", "train.batch_size=1", "train.max_val_images=3", "train.num_workers=0",
-        "train.num_samples=0", "train.checkpoint_interval=0", "self_training.rare_class_sampling=false",
+        "train.num_samples=0", "train.checkpoint_interval=1", "self_training.rare_class_sampling=false",
         "optim.warmup_iters=1"]
 
 
@@ -56,7 +57,17 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
         else:
             scored = json.loads(teacher_file.read_text())
             assert scored["network"] == "teacher" and record["teacher_miou"] == scored["miou"]
+            assert scored["step"] == 2 and scored["preset"] == "mit_b0" and scored["checkpoint"].endswith("checkpoint_0000002.pt")
             assert 0 <= scored["miou"] <= 100 and set(record["teacher_per_class"]) == set(record["per_class"])
     teachers = [r["teacher_miou"] for r in rescored["runs"] if r["spec"] == "duda:mit_b0:mit_b0"]
     table = (tmp_path / "report.md").read_text()
     assert f"| toy_gta2real | duda:mit_b0:mit_b0 `{'` `'.join(TINY)}` | {teachers[0]:.2f} / {teachers[1]:.2f} |" in table
+
+    # A run whose checkpoints were deleted: its teacher is reported as not scored, the grid goes on.
+    run_dir = tmp_path / "runs" / next(r["job"] for r in rescored["runs"] if r["spec"] == "duda:mit_b0:mit_b0")
+    shutil.rmtree(run_dir / "checkpoints")
+    partial = run_grid(tmp_path, "--score-teachers")
+    assert partial.returncode == 0 and "teacher not scored" in partial.stderr and "no full checkpoint" in partial.stderr
+    record = next(r for r in json.loads((tmp_path / "report.json").read_text())["runs"] if run_dir.as_posix().endswith(r["job"]))
+    assert record["teacher_miou"] is None and "no full checkpoint" in record["teacher_error"]
+    assert f"`{'` `'.join(TINY)}` | – / {teachers[1]:.2f} |" in (tmp_path / "report.md").read_text()  # seed 0's run

@@ -65,6 +65,9 @@ def test_each_method_runs_and_reports(tiny_domains, tmp_path, method):
     assert kinds == [(3, "full"), (6, "full"), (6, "student")]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == method
     assert json.loads((tmp_path / "run" / "result.json").read_text())["final_miou"] == pytest.approx(result.final.miou)
+    if method in ("source_only", "oracle"):  # one network: nothing else to load from the full checkpoint
+        with pytest.raises(CheckpointError, match=rf"\({method}\) holds no 'teacher' network; it holds: student$"):
+            load_student(latest_full_checkpoint(tmp_path / "run"), network="teacher")
     if method == "duda":
         assert recorder.metrics[1]["schedule/kd_weight"] == 0.0  # pre-adaptation: hard labels only
         assert recorder.metrics[6]["schedule/kd_weight"] == pytest.approx(1.0)
