@@ -80,11 +80,14 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
     return overrides
 
 
-def print_result(result: EvalResult) -> None:
+def print_result(result: EvalResult, confusion: bool = False) -> None:
     print(f"mIoU {result.miou:.2f} over {len(result.scored_classes)} classes, {result.num_images} images")
     for name, iou in result.per_class.items():
         mark = "" if name in result.scored_classes else "  (not scored)"
-        print(f"  {name:<16} {'   -' if np.isnan(iou) else f'{iou:5.1f}'}{mark}")
+        went = ""
+        if confusion and (shares := result.confused_with(name)):
+            went = "   labelled pixels predicted as: " + ", ".join(f"{other} {share:.0f}%" for other, share in shares)
+        print(f"  {name:<16} {'   -' if np.isnan(iou) else f'{iou:5.1f}'}{mark}{went}")
 
 
 def command_train(args) -> int:
@@ -113,9 +116,10 @@ def command_eval(args) -> int:
         raise ConfigError("classes", f"the checkpoint's classes differ from the config's ({args.checkpoint})")
     val = build_dataset(config.target, classes, config.target.val_split, train=False)
     result = evaluate_model(model, val, config, classes, device)
-    print_result(result)
+    print_result(result, args.confusion)
     if args.json:
-        Path(args.json).write_text(json.dumps({"network": args.network, "preset": meta["preset"], "step": meta.get("step"), "miou": result.miou, "per_class": result.per_class}, indent=2))
+        Path(args.json).write_text(json.dumps({"network": args.network, "preset": meta["preset"], "step": meta.get("step"), "miou": result.miou, "per_class": result.per_class,
+                                               "confusion": result.confusion}, indent=2))
     return 0
 
 
@@ -161,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     evaluate.add_argument("--json", help="also write the result as JSON to this file")
     evaluate.add_argument("--network", choices=NETWORK_NAMES, default="student", help=NETWORK_HELP)
+    evaluate.add_argument("--confusion", action="store_true",
+                          help="also print where each class's labelled pixels went (the three most predicted classes)")
     evaluate.set_defaults(handler=command_eval)
 
     predict = sub.add_parser("predict", help="segment images with a student checkpoint")

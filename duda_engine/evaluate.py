@@ -37,6 +37,15 @@ class EvalResult:
     pixel_accuracy: float
     num_images: int
     scored_classes: list[str] = field(default_factory=list)
+    confusion: list[list[int]] = field(default_factory=list)  # [label][prediction] pixel counts
+
+    def confused_with(self, name: str, top: int = 3) -> list[tuple[str, float]]:
+        """Where the pixels labelled ``name`` went: the ``top`` predicted classes, with their share in percent."""
+        names = list(self.per_class)
+        row = self.confusion[names.index(name)]
+        total = sum(row)
+        ranked = sorted(range(len(row)), key=lambda j: -row[j])[:top]
+        return [(names[j], 100.0 * row[j] / total) for j in ranked if row[j]] if total else []
 
 
 class ConfusionMeter:
@@ -65,6 +74,7 @@ class ConfusionMeter:
             pixel_accuracy=accuracy,
             num_images=self.num_images,
             scored_classes=[self.classes.names[k] for k in scored],
+            confusion=self.matrix.tolist(),
         )
 
 

@@ -25,6 +25,18 @@ def test_confusion_matrix_and_miou_by_hand():
     assert math.isclose(result.pixel_accuracy, 100 * 4 / 7)
 
 
+def test_the_result_says_where_each_class_went():
+    label = torch.tensor([[0, 0, 0, 0], [1, 1, 2, 255]])
+    prediction = torch.tensor([[1, 1, 1, 0], [1, 2, 2, 0]])
+    meter = ConfusionMeter(THREE)
+    meter.update(prediction, label)
+    result = meter.result()
+    assert result.confusion == [[1, 3, 0], [0, 1, 1], [0, 0, 1]]  # [label][prediction], the ignored pixel left out
+    assert result.confused_with("a") == [("b", 75.0), ("a", 25.0)]  # classes never predicted are not listed
+    assert result.confused_with("b", top=1) == [("b", 50.0)]  # a tie keeps the class order
+    assert ConfusionMeter(THREE).result().confused_with("c") == []  # no labelled pixels
+
+
 def test_absent_classes_do_not_count_and_subsets_score_only_their_classes():
     meter = ConfusionMeter(THREE)
     meter.update(torch.tensor([0, 0, 1]), torch.tensor([0, 0, 1]))

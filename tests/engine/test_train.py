@@ -155,10 +155,14 @@ def test_the_teachers_and_the_auxiliary_of_a_full_checkpoint_load_and_evaluate(t
     config_path.write_text(json.dumps(data))
     out = tmp_path / "eval.json"
     command = [sys.executable, "-m", "duda_engine", "eval", "--config", str(config_path), "--checkpoint", str(full), "--json", str(out)]
-    completed = subprocess.run([*command, "--network", "teacher"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run([*command, "--network", "teacher", "--confusion"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     report = json.loads(out.read_text())
     assert report["network"] == "teacher" and report["preset"] == "mit_b1" and 0 <= report["miou"] <= 100
+    assert report["step"] == 6 and len(report["confusion"]) == 3 and all(len(row) == 3 for row in report["confusion"])
+    ground = report["confusion"][0]  # where the ground's pixels went, as printed
+    share = 100 * max(ground) / sum(ground)
+    assert f"labelled pixels predicted as: {('ground', 'box', 'disc')[ground.index(max(ground))]} {share:.0f}%" in completed.stdout
     command[command.index(str(full))] = str(student_file)
     refused = subprocess.run([*command, "--network", "teacher"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
