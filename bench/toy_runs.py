@@ -7,9 +7,10 @@ Each run is ``python -m duda_engine train --config configs/toy/<benchmark>.yaml`
 overrides for the method, the networks, the seed and the iterations, in its own process with one
 CPU thread (``--jobs`` of them at a time: on a small CPU two one-thread runs finish sooner than two
 two-thread runs in turn). A run whose ``result.json`` exists is not run again, so an interrupted grid
-continues where it stopped. ``--score-teachers`` also scores each self-training and DUDA run's EMA teacher
-on the target (``eval --network teacher``; for DUDA the large network's), tabulated beside its student. The report is ``<report>.json`` (every run: final mIoU, the evaluations
-along the way, per-class IoU, wall time, the exact command) and ``<report>.md`` (mean ± std over seeds).
+continues where it stopped. ``--score-teachers`` also scores each self-training and DUDA run's EMA
+teacher on the target (``eval --network teacher``; for DUDA the large network's), tabulated beside its
+student. The report is ``<report>.json`` (every run: final mIoU, the evaluations along the way,
+per-class IoU, wall time, the exact command) and ``<report>.md`` (mean ± std over seeds).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_LINE = re.compile(r"^\[(\d+)\] target mIoU ([0-9.]+)", re.MULTILINE)
-CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.pt$")  # full training checkpoints (duda_engine.checkpoint)
+sys.path.insert(0, str(REPO))  # duda_engine, imported only where a teacher is scored (it loads torch)
 
 
 @dataclass
@@ -69,26 +70,24 @@ class Job:
         return args
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in (output_dir / "checkpoints").glob("checkpoint_*.pt")
-             if (m := CHECKPOINT_NAME.match(p.name))]
-    return max(found)[1] if found else None
-
-
 def score_teacher(job: Job, output_dir: Path) -> dict | None:
     """The target mIoU of the run's EMA teacher (``eval --network teacher`` on its last full checkpoint):
     self-training's teacher of the student, DUDA's large teacher. Stored beside the run as
     ``teacher_eval.json`` and computed again only when the checkpoint changed. ``{"error": ...}`` when it
     cannot be scored (the report says so; the grid goes on)."""
-    if job.method not in ("self_training", "duda"):
+    from duda_engine.checkpoint import latest_full_checkpoint
+    from duda_engine.student import NETWORKS_BY_METHOD
+
+    if "teacher" not in NETWORKS_BY_METHOD[job.method]:
         return None
-    checkpoint = latest_checkpoint(output_dir)
+    checkpoint = latest_full_checkpoint(output_dir)
     if checkpoint is None:
         return {"error": f"no full checkpoint under {output_dir / 'checkpoints'}"}
     source = {"checkpoint": str(checkpoint), "checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns}
     scored = output_dir / "teacher_eval.json"
-    if scored.is_file() and all(json.loads(scored.read_text()).get(k) == v for k, v in source.items()):
-        return json.loads(scored.read_text())
+    stored = json.loads(scored.read_text()) if scored.is_file() else {}
+    if all(stored.get(k) == v for k, v in source.items()):
+        return stored
     fresh = output_dir / "teacher_eval.tmp.json"
     command = [sys.executable, "-m", "duda_engine", "eval", "--config", f"configs/toy/{job.benchmark}.yaml",
                "--checkpoint", str(checkpoint), "--network", "teacher", "--json", str(fresh)]

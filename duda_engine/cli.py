@@ -118,8 +118,9 @@ def command_eval(args) -> int:
     result = evaluate_model(model, val, config, classes, device)
     print_result(result, args.confusion)
     if args.json:
-        Path(args.json).write_text(json.dumps({"network": args.network, "preset": meta["preset"], "step": meta.get("step"), "miou": result.miou, "per_class": result.per_class,
-                                               "confusion": result.confusion}, indent=2))
+        report = {"network": args.network, "preset": meta["preset"], "step": meta.get("step"), "miou": result.miou,
+                  "per_class": result.per_class, "confusion": result.confusion}
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 
