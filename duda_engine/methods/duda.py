@@ -225,8 +225,8 @@ class Duda:
         stored_source = self.stored(self.frozen_on_source, source) if kd > 0 else []
 
         # 4b. Inconsistency weights: classes where the small student disagrees with the teachers weigh more.
-        with torch.no_grad(), autocast(self.device, self.amp):
-            student_target = self.student(target.images).argmax(1)
+        #     Its labels come from a prediction (eval mode: no dropout, its BatchNorm statistics untouched).
+        student_target = teacher_logits([self.student], [target.images], self.device, self.amp)[0][0].argmax(1)
         self.inconsistency.update(student_target, pseudo, ignore)
         in_pre_adaptation = step < d.pre_adaptation * total
         use_inconsistency = d.inconsistency and (d.inconsistency_during_pre_adaptation or not in_pre_adaptation)

@@ -221,3 +221,28 @@ def test_no_gradient_reaches_the_small_student_from_the_teachers(tiny_domains, t
     probabilities = softmax_at(teacher_logits(method.teachers(), [images], torch.device("cpu"), amp=False)[0], 2.0)
     assert not any(p.requires_grad for p in probabilities)
     assert all(p.grad is None for p in method.student.parameters())
+
+
+def test_the_small_student_trains_on_two_forward_passes_and_only_predicts_the_target(tiny_domains, tmp_path):
+    """Its target labels for the inconsistency weights are a prediction (eval mode): no dropout, and no
+    BatchNorm statistics of target-only batches, which self-training's student does not get either."""
+    from duda_engine.data.pipeline import build_training_data, step_loader
+    from duda_engine.methods import build_method
+    from duda_engine.methods.common import to_batch
+    from duda_engine.validation import class_spec
+
+    config = config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "duda"))
+    classes = class_spec(config)
+    method = build_method(config, classes, torch.device("cpu"))
+    data = build_training_data(config, classes)
+    cpu = torch.device("cpu")
+    source = to_batch(next(iter(step_loader(data.source, data.source_keys(0), 0))), cpu)
+    target = to_batch(next(iter(step_loader(data.target, data.target_keys(0), 0))), cpu)
+    modes = []
+    method.student.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    batchnorm = next(m for m in method.student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    batches_seen = int(batchnorm.num_batches_tracked)
+    method.train_step(source, target, 0)
+    assert sorted(modes) == [False, True, True]  # the target prediction, then the source and mixed batches
+    assert int(batchnorm.num_batches_tracked) == batches_seen + 2
+    assert method.student.training
