@@ -70,6 +70,23 @@ class Job:
         return args
 
 
+def code_version() -> str | None:
+    """The commit of the code a run trains on (``<sha>-modified`` when ``duda_engine/`` or ``configs/``
+    differ from it); None outside a git checkout. Recorded beside each run, since a command reproduces a
+    number only on the code that produced it."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+    except OSError:  # no git on this machine
+        return None
+    if head.returncode != 0:
+        return None
+    modified = git("diff", "--quiet", "HEAD", "--", "duda_engine", "configs").returncode != 0
+    return head.stdout.strip() + ("-modified" if modified else "")
+
+
 def score_teacher(job: Job, output_dir: Path) -> dict | None:
     """The target mIoU of the run's EMA teacher (``eval --network teacher`` on its last full checkpoint):
     self-training's teacher of the student, DUDA's large teacher. Stored beside the run as
@@ -112,6 +129,7 @@ def run_job(job: Job, out: Path, eval_interval: int, teachers: bool = False) -> 
     log_path = output_dir / "train.log"
     if not result_path.is_file():
         output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "code.txt").write_text(f"{code_version() or 'unknown'}\n")
         env = dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
         started = time.perf_counter()
         with open(log_path, "w") as log:
@@ -122,14 +140,14 @@ def run_job(job: Job, out: Path, eval_interval: int, teachers: bool = False) -> 
         print(f"done {job.name}", flush=True)
     result = json.loads(result_path.read_text())
     log_text = log_path.read_text() if log_path.is_file() else ""
-    wall = output_dir / "wall_s.txt"
+    wall, code = output_dir / "wall_s.txt", output_dir / "code.txt"
     teacher = score_teacher(job, output_dir) if teachers else None
     return {
         "job": job.name, "status": "ok", "benchmark": job.benchmark, "spec": job.spec, "extra": job.extra,
         "seed": job.seed, "iterations": job.iterations, "final_miou": result["final_miou"],
         "evaluations": [[int(s), float(m)] for s, m in EVAL_LINE.findall(log_text)],
         "per_class": result.get("per_class", {}), "wall_s": float(wall.read_text()) if wall.is_file() else None,
-        "command": " ".join(command),
+        "command": " ".join(command), "code": code.read_text().strip() if code.is_file() else None,
         "teacher_miou": teacher.get("miou") if teacher else None, "teacher_per_class": teacher.get("per_class", {}) if teacher else {},
         "teacher_error": teacher.get("error") if teacher else None,
     }
@@ -157,6 +175,7 @@ def summarise(records: list[dict]) -> list[dict]:
             "worst_classes": {n: class_mean[n] for n in ranked[:3]},
             "wall_s_mean": statistics.fmean([m["wall_s"] for m in members if m["wall_s"]] or [0.0]),
             "teacher_values": [m.get("teacher_miou") for m in members],  # None: not scored
+            "code": sorted({m.get("code") or "not recorded" for m in members}),
         })
     return rows
 
@@ -172,6 +191,8 @@ def markdown(rows: list[dict], argv: list[str]) -> str:
         per_seed = " / ".join(f"{v:.2f}" for v in r["values"])
         lines.append(f"| {r['benchmark']} | {run} | {len(r['seeds'])} | {r['mean']:.2f} ± {r['std']:.2f} | {per_seed} "
                      f"| {best} | {worst} | {r['wall_s_mean'] / 60:.1f} min |")
+    versions = sorted({version for r in rows for version in r["code"]})
+    lines += ["", f"Code (commit each run trained on): {', '.join(versions)}"]
     teachers = [r for r in rows if any(v is not None for v in r["teacher_values"])]
     if teachers:
         lines += ["", "Target mIoU of each run's EMA teacher at the end (`eval --network teacher`; DUDA: the large network's):",

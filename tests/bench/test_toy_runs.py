@@ -43,6 +43,10 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| toy_gta2real | duda:mit_b0:mit_b0 "))
     assert "`train.batch_size=1`" in row and f"| 2 | {duda['mean']:.2f} ± {duda['std']:.2f} |" in row
     assert table.startswith("Command: `python bench/toy_runs.py --benchmarks toy_gta2real")
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    versions = {record["code"] for record in report["runs"]}  # the commit, "-modified" if the engine differs
+    assert len(versions) == 1 and versions.pop().removesuffix("-modified") == head.strip()
+    assert f"Code (commit each run trained on): {report['runs'][0]['code']}" in table
 
     assert all(r["teacher_miou"] is None for r in report["runs"]) and "EMA teacher" not in table
 
