@@ -72,8 +72,8 @@ class Job:
 
 def code_version() -> str | None:
     """The commit of the code a run trains on (``<sha>-modified`` when ``duda_engine/`` or ``configs/``
-    differ from it); None outside a git checkout. Recorded beside each run, since a command reproduces a
-    number only on the code that produced it."""
+    differ from it, new files included); None outside a git checkout. Recorded beside each run (every
+    start of a resumed run), since a command reproduces a number only on the code that produced it."""
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
 
@@ -83,7 +83,8 @@ def code_version() -> str | None:
         return None
     if head.returncode != 0:
         return None
-    modified = git("diff", "--quiet", "HEAD", "--", "duda_engine", "configs").returncode != 0
+    changes = git("status", "--porcelain", "--untracked-files=normal", "--", "duda_engine", "configs")
+    modified = changes.returncode != 0 or bool(changes.stdout.strip())  # edited or new files
     return head.stdout.strip() + ("-modified" if modified else "")
 
 
@@ -129,7 +130,10 @@ def run_job(job: Job, out: Path, eval_interval: int, teachers: bool = False) -> 
     log_path = output_dir / "train.log"
     if not result_path.is_file():
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "code.txt").write_text(f"{code_version() or 'unknown'}\n")
+        code_file, version = output_dir / "code.txt", code_version() or "unknown"
+        earlier = code_file.read_text().split() if code_file.is_file() else []  # a resumed run: each start's code
+        if version not in earlier:
+            code_file.write_text(" ".join([*earlier, version]) + "\n")
         env = dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
         started = time.perf_counter()
         with open(log_path, "w") as log:
