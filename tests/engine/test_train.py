@@ -231,11 +231,11 @@ def test_the_small_student_trains_on_two_forward_passes_and_only_predicts_the_ta
     from duda_engine.methods.common import to_batch
     from duda_engine.validation import class_spec
 
+    cpu = torch.device("cpu")
     config = config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "duda"))
     classes = class_spec(config)
-    method = build_method(config, classes, torch.device("cpu"))
+    method = build_method(config, classes, cpu)
     data = build_training_data(config, classes)
-    cpu = torch.device("cpu")
     source = to_batch(next(iter(step_loader(data.source, data.source_keys(0), 0))), cpu)
     target = to_batch(next(iter(step_loader(data.target, data.target_keys(0), 0))), cpu)
     modes = []
