@@ -1,0 +1,262 @@
+"""Combine reports of bench/toy_runs.py into one results table per run length.
+
+    python bench/results_table.py docs/results/*.json --iterations 1600 --since 2a67681 \\
+        --columns source_only:mit_b0 self_training:mit_b0 duda:mit_b1:mit_b0 oracle:mit_b0 \\
+        --baseline self_training:mit_b0 --report docs/results/table_1600
+
+For each benchmark and column: mean ± std of the target mIoU over the seeds found, the difference
+from the baseline column (paired by seed: on how many common seeds the column is ahead, and whether
+the difference of means is larger than both columns' standard deviations), and the share of the
+source-only → oracle gap its mean closes (``--bounds``). The mIoU is recomputed from each run's
+per-class IoU over the classes the benchmark's config scores (``eval.class_subset``), so reports
+written before a config changed its subset count the same classes as the newer ones.
+
+A column is a run as toy_runs names it: SPEC, then ``+KEY=VALUE`` for each extra override
+(``duda:mit_b1:mit_b0+duda.kd_weight=0``). One run (benchmark, column, seed, iterations) may be in
+several reports. ``--since COMMIT`` keeps, of the methods in ``--code-sensitive`` (default: duda),
+only runs trained on COMMIT or a later commit (``code`` in the report; runs from before toy_runs
+recorded it have none and are dropped). Two records of one run with different results are an error
+unless one was trained on a later commit than the other, which is then kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # duda_engine.data.classes imports no torch
+
+from duda_engine.data.classes import SYNTHIA_13_CLASSES, SYNTHIA_16_CLASSES  # noqa: E402
+
+SUBSETS = {"synthia16": SYNTHIA_16_CLASSES, "synthia13": SYNTHIA_13_CLASSES}
+
+
+@dataclass
+class Run:
+    benchmark: str
+    column: str
+    seed: int
+    iterations: int
+    miou: float
+    per_class: dict[str, float]
+    code: list[str]  # the commits it trained on, one per start (empty: not recorded)
+    report: str
+
+
+def column_name(record: dict) -> str:
+    return record["spec"] + "".join(f"+{pair}" for pair in record["extra"])
+
+
+def scored_classes(benchmark: str) -> tuple[int, ...] | None:
+    """The class indices the benchmark's config scores (None: all)."""
+    config = yaml.safe_load((REPO / "configs" / "toy" / f"{benchmark}.yaml").read_text())
+    return SUBSETS.get((config.get("eval") or {}).get("class_subset", ""))
+
+
+def miou(per_class: dict[str, float], subset: tuple[int, ...] | None) -> float:
+    values = list(per_class.values())
+    if subset is not None:
+        values = [values[i] for i in subset]
+    present = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(present)
+
+
+class Commits:
+    """Ancestry questions about the commits runs were trained on, answered by git."""
+
+    def __init__(self, repo: Path):
+        self.repo = repo
+
+    def _resolve(self, version: str) -> str | None:
+        commit = version.removesuffix("-modified")
+        done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
+                              cwd=self.repo, capture_output=True, text=True)
+        return done.stdout.strip() or None
+
+    def at_or_after(self, version: str, since: str) -> bool:
+        commit, base = self._resolve(version), self._resolve(since)
+        if base is None:
+            raise SystemExit(f"error: --since {since}: not a commit of this repository")
+        if commit is None:
+            return False
+        return subprocess.run(["git", "merge-base", "--is-ancestor", base, commit], cwd=self.repo).returncode == 0
+
+    def later(self, a: str, b: str) -> bool:
+        """True when commit ``a`` strictly descends from commit ``b``."""
+        ca, cb = self._resolve(a), self._resolve(b)
+        if ca is None:
+            return False
+        if cb is None:
+            return True
+        return ca != cb and subprocess.run(["git", "merge-base", "--is-ancestor", cb, ca], cwd=self.repo).returncode == 0
+
+
+def load_runs(reports: list[Path], iterations: int, since: str | None, code_sensitive: set[str],
+              commits: Commits) -> tuple[list[Run], list[str]]:
+    """Every successful run of ``iterations`` in the reports, one record per run; and notes on what was dropped."""
+    kept: dict[tuple, Run] = {}
+    notes: list[str] = []
+    subsets: dict[str, tuple[int, ...] | None] = {}
+    for report in reports:
+        content = json.loads(report.read_text())
+        if not isinstance(content, dict) or "runs" not in content:
+            notes.append(f"skipped {report}: not a report of bench/toy_runs.py")
+            continue
+        for record in content["runs"]:
+            if record.get("status") != "ok" or record["iterations"] != iterations:
+                continue
+            benchmark = record["benchmark"]
+            if benchmark not in subsets:
+                subsets[benchmark] = scored_classes(benchmark)
+            code = (record.get("code") or "").split()
+            run = Run(benchmark, column_name(record), record["seed"], iterations,
+                      miou(record["per_class"], subsets[benchmark]), record["per_class"], code, str(report))
+            sensitive = record["spec"].split(":")[0] in code_sensitive
+            if since and sensitive and not (code and all(commits.at_or_after(c, since) for c in code)):
+                notes.append(f"dropped {run.benchmark} {run.column} seed {run.seed} from {report} "
+                             f"(trained on {' '.join(code) or 'unrecorded code'}, before {since})")
+                continue
+            key = (run.benchmark, run.column, run.seed)
+            earlier = kept.get(key)
+            if earlier is None or abs(earlier.miou - run.miou) < 1e-9:
+                kept.setdefault(key, run)
+                continue
+            newer_code = run.code[-1] if run.code else ""
+            older_code = earlier.code[-1] if earlier.code else ""
+            if commits.later(newer_code, older_code):
+                kept[key] = run
+            elif not commits.later(older_code, newer_code):
+                raise SystemExit(f"error: {run.benchmark} {run.column} seed {run.seed}: {earlier.report} says "
+                                 f"{earlier.miou:.2f}, {report} says {run.miou:.2f}, and neither was trained on later code")
+    return list(kept.values()), notes
+
+
+@dataclass
+class Cell:
+    values: dict[int, float]  # seed -> mIoU
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values.values())
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values.values()) if len(self.values) > 1 else 0.0
+
+
+def compare(cell: Cell, baseline: Cell) -> dict:
+    """The column against the baseline: difference of means, paired seeds ahead, beyond both spreads."""
+    common = sorted(set(cell.values) & set(baseline.values))
+    ahead = sum(cell.values[s] > baseline.values[s] for s in common)
+    difference = cell.mean - baseline.mean
+    beyond = len(cell.values) > 1 and len(baseline.values) > 1 and abs(difference) > max(cell.std, baseline.std)
+    return {"difference": difference, "ahead": ahead, "paired": len(common), "beyond_spread": beyond}
+
+
+def build_table(runs: list[Run], columns: list[str], baseline: str | None, bounds: tuple[str, str] | None) -> list[dict]:
+    rows = []
+    for benchmark in sorted({run.benchmark for run in runs}):
+        cells: dict[str, Cell] = {}
+        for column in columns:
+            values = {run.seed: run.miou for run in runs if run.benchmark == benchmark and run.column == column}
+            if values:
+                cells[column] = Cell(dict(sorted(values.items())))
+        row: dict = {"benchmark": benchmark, "cells": {}}
+        for column, cell in cells.items():
+            entry = {"seeds": list(cell.values), "values": list(cell.values.values()), "mean": cell.mean, "std": cell.std}
+            if baseline in cells and column != baseline and column not in (bounds or ()):
+                entry["against_baseline"] = compare(cell, cells[baseline])
+            if bounds and bounds[0] in cells and bounds[1] in cells:
+                low, high = cells[bounds[0]].mean, cells[bounds[1]].mean
+                entry["gap_closed"] = (cell.mean - low) / (high - low) if high != low else None
+            classes = class_means([run for run in runs if run.benchmark == benchmark and run.column == column])
+            ranked = sorted(classes, key=classes.get)
+            entry["best_classes"] = {name: classes[name] for name in ranked[::-1][:2]}
+            entry["worst_classes"] = {name: classes[name] for name in ranked[:2]}
+            row["cells"][column] = entry
+        rows.append(row)
+    return rows
+
+
+def class_means(runs: list[Run]) -> dict[str, float]:
+    per_class: dict[str, list[float]] = {}
+    for run in runs:
+        for name, iou in run.per_class.items():
+            if not math.isnan(iou):
+                per_class.setdefault(name, []).append(iou)
+    return {name: statistics.fmean(values) for name, values in per_class.items()}
+
+
+def markdown(rows: list[dict], columns: list[str], baseline: str | None, argv: list[str], notes: list[str]) -> str:
+    lines = [f"Command: `python bench/results_table.py {' '.join(argv)}`", "",
+             "Target mIoU, mean ± std over seeds (n); below it the difference from "
+             f"{baseline or 'the baseline'} (seeds ahead of it / common seeds; ** = larger than both spreads) "
+             "and the share of the source-only → oracle gap closed.", "",
+             "| benchmark | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for column in columns:
+            entry = row["cells"].get(column)
+            if entry is None:
+                cells.append("not measured")
+                continue
+            text = f"{entry['mean']:.2f} ± {entry['std']:.2f} ({len(entry['seeds'])})"
+            versus = entry.get("against_baseline")
+            if versus:
+                mark = "**" if versus["beyond_spread"] else ""
+                text += f"<br>{mark}{versus['difference']:+.2f}{mark} ({versus['ahead']}/{versus['paired']})"
+            if entry.get("gap_closed") is not None:
+                text += f"<br>gap {100 * entry['gap_closed']:.0f} %"
+            cells.append(text)
+        lines.append(f"| {row['benchmark']} | " + " | ".join(cells) + " |")
+    lines += ["", "Per seed, and the classes with the highest and lowest mean IoU:", "",
+              "| benchmark | run | per seed | best classes | worst classes |", "|---|---|---|---|---|"]
+    for row in rows:
+        for column, entry in row["cells"].items():
+            seeds = " / ".join(f"{v:.2f} (s{s})" for s, v in zip(entry["seeds"], entry["values"], strict=True))
+            best = ", ".join(f"{n} {v:.1f}" for n, v in entry["best_classes"].items())
+            worst = ", ".join(f"{n} {v:.1f}" for n, v in entry["worst_classes"].items())
+            lines.append(f"| {row['benchmark']} | {column} | {seeds} | {best} | {worst} |")
+    if notes:
+        lines += ["", "Left out:", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reports", nargs="+", type=Path, help="REPORT.json files written by bench/toy_runs.py")
+    parser.add_argument("--iterations", type=int, required=True)
+    parser.add_argument("--columns", nargs="+", required=True, help="SPEC[+KEY=VALUE...] in table order")
+    parser.add_argument("--baseline", help="the column every other is compared with")
+    parser.add_argument("--bounds", nargs=2, metavar=("LOWER", "UPPER"), help="columns of the gap (source-only, oracle)")
+    parser.add_argument("--since", help="keep runs of --code-sensitive methods trained on this commit or later only")
+    parser.add_argument("--code-sensitive", nargs="+", default=["duda"], help="methods --since applies to")
+    parser.add_argument("--report", type=Path, help="also write REPORT.json and REPORT.md")
+    args = parser.parse_args(argv)
+    missing = [str(path) for path in args.reports if not path.is_file()]
+    if missing:
+        raise SystemExit(f"error: no such report: {', '.join(missing)}")
+    if args.baseline and args.baseline not in args.columns:
+        raise SystemExit(f"error: --baseline {args.baseline} is not one of --columns")
+    runs, notes = load_runs(args.reports, args.iterations, args.since, set(args.code_sensitive), Commits(REPO))
+    rows = build_table(runs, args.columns, args.baseline, tuple(args.bounds) if args.bounds else None)
+    text = markdown(rows, args.columns, args.baseline, argv, notes)
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.with_suffix(".json").write_text(json.dumps({"argv": argv, "rows": rows, "notes": notes}, indent=1) + "\n")
+        args.report.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,118 @@
+"""bench/results_table.py: the combined table's numbers, class subsets, and which record of a run counts."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from duda_engine.data.classes import CITYSCAPES, SYNTHIA_16_CLASSES
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+import results_table  # noqa: E402
+
+
+def record(benchmark: str, spec: str, seed: int, per_class: dict[str, float], code: str | None = None,
+           extra: list[str] | None = None, iterations: int = 400) -> dict:
+    return {"status": "ok", "benchmark": benchmark, "spec": spec, "extra": extra or [], "seed": seed,
+            "iterations": iterations, "final_miou": statistics.fmean(per_class.values()), "per_class": per_class,
+            "code": code}
+
+
+def flat(value: float) -> dict[str, float]:
+    """Every class at ``value`` but one at ``value + 19`` (the mIoU is ``value + 1``)."""
+    per_class = dict.fromkeys(CITYSCAPES.names, value)
+    per_class["road"] = value + 19
+    return per_class
+
+
+def write_report(path: Path, records: list[dict]) -> Path:
+    path.write_text(json.dumps({"argv": [], "runs": records, "summary": []}))
+    return path
+
+
+def test_the_table_gives_means_paired_differences_and_the_gap_closed(tmp_path):
+    runs = [record("toy_gta2real", "source_only:mit_b0", 0, flat(9)),
+            record("toy_gta2real", "oracle:mit_b0", 0, flat(29))]
+    runs += [record("toy_gta2real", "self_training:mit_b0", s, flat(13 + s)) for s in (0, 1, 2)]
+    runs += [record("toy_gta2real", "duda:mit_b1:mit_b0", s, flat(18 - s), extra=["duda.kd_weight=0"]) for s in (0, 1, 2)]
+    runs.append(record("toy_gta2real", "self_training:mit_b0", 0, flat(50), iterations=1600))  # another length
+    report = write_report(tmp_path / "grid.json", runs)
+    duda = "duda:mit_b1:mit_b0+duda.kd_weight=0"
+    columns = ["source_only:mit_b0", "self_training:mit_b0", duda, "oracle:mit_b0"]
+    done = subprocess.run([sys.executable, "bench/results_table.py", str(report), "--iterations", "400", "--columns", *columns,
+                           "--baseline", "self_training:mit_b0", "--bounds", "source_only:mit_b0", "oracle:mit_b0",
+                           "--report", str(tmp_path / "table")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    row = json.loads((tmp_path / "table.json").read_text())["rows"][0]
+    self_training, distilled = row["cells"]["self_training:mit_b0"], row["cells"][duda]
+    assert self_training["values"] == [14.0, 15.0, 16.0] and self_training["mean"] == 15.0 and self_training["std"] == 1.0
+    assert distilled["values"] == [19.0, 18.0, 17.0]
+    assert distilled["against_baseline"] == {"difference": 3.0, "ahead": 3, "paired": 3, "beyond_spread": True}
+    assert distilled["gap_closed"] == pytest.approx((18 - 10) / (30 - 10))
+    assert "against_baseline" not in row["cells"]["oracle:mit_b0"]  # the bounds are not compared
+    assert list(distilled["best_classes"])[0] == "road" and distilled["best_classes"]["road"] == 36.0
+    table = (tmp_path / "table.md").read_text()
+    assert "| 18.00 ± 1.00 (3)<br>**+3.00** (3/3)<br>gap 40 % |" in table
+    assert "| toy_gta2real | self_training:mit_b0 | 14.00 (s0) / 15.00 (s1) / 16.00 (s2) |" in table
+
+
+def test_a_difference_inside_the_spread_is_not_marked():
+    cell = results_table.Cell({0: 14.0, 1: 17.0, 2: 14.6})
+    baseline = results_table.Cell({0: 15.0, 1: 15.2, 2: 14.8})
+    versus = results_table.compare(cell, baseline)
+    assert versus["ahead"] == 1 and versus["difference"] == pytest.approx(0.2) and not versus["beyond_spread"]
+    assert not results_table.compare(results_table.Cell({0: 30.0}), results_table.Cell({0: 10.0}))["beyond_spread"]
+
+
+def test_synthia_is_scored_on_the_classes_its_config_names(tmp_path):
+    per_class = dict.fromkeys(CITYSCAPES.names, 10.0)
+    per_class.update(terrain=90.0, truck=90.0, train=float("nan"))  # outside the 16 SYNTHIA classes
+    per_class["bus"] = float("nan")  # absent from the target: left out of the mean
+    report = write_report(tmp_path / "r.json", [record("toy_synthia2real", "self_training:mit_b0", 0, per_class)])
+    runs, _ = results_table.load_runs([report], 400, None, {"duda"}, results_table.Commits(REPO_ROOT))
+    assert results_table.scored_classes("toy_synthia2real") == SYNTHIA_16_CLASSES
+    assert runs[0].miou == 10.0  # 19-class mean would be 20.0
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_since_drops_older_code_and_the_later_commit_wins_a_conflict(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    commits = []
+    for n in range(3):
+        (repo / "f").write_text(str(n))
+        git(repo, "add", "f")
+        git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", str(n))
+        commits.append(git(repo, "rev-parse", "--short=12", "HEAD"))
+    first, second, third = commits
+    old = write_report(tmp_path / "old.json", [
+        record("toy_gta2real", "duda:mit_b1:mit_b0", 0, flat(10), code=first),
+        record("toy_gta2real", "duda:mit_b1:mit_b0", 1, flat(11)),  # code not recorded
+        record("toy_gta2real", "self_training:mit_b0", 0, flat(5)),
+    ])
+    new = write_report(tmp_path / "new.json", [
+        record("toy_gta2real", "duda:mit_b1:mit_b0", 0, flat(20), code=f"{second} {third}-modified"),  # resumed
+        record("toy_gta2real", "duda:mit_b1:mit_b0", 2, flat(22), code=f"{first} {third}"),  # began on old code
+        record("toy_gta2real", "self_training:mit_b0", 0, flat(5)),  # the same result twice: one run
+    ])
+    git_commits = results_table.Commits(repo)
+    runs, notes = results_table.load_runs([old, new], 400, second, {"duda"}, git_commits)
+    assert sorted((r.column, r.seed, r.miou) for r in runs) == [("duda:mit_b1:mit_b0", 0, 21.0), ("self_training:mit_b0", 0, 6.0)]
+    assert len(notes) == 3 and all(note.startswith("dropped toy_gta2real duda:mit_b1:mit_b0") for note in notes)
+
+    runs, _ = results_table.load_runs([new, old], 400, None, {"duda"}, git_commits)  # no --since: the later code wins
+    assert {(r.seed, r.miou) for r in runs if r.column.startswith("duda")} == {(0, 21.0), (1, 12.0), (2, 23.0)}
+
+    clash = write_report(tmp_path / "clash.json", [record("toy_gta2real", "self_training:mit_b0", 0, flat(7))])
+    with pytest.raises(SystemExit, match="self_training:mit_b0 seed 0: .*old.json says 6.00, .*clash.json says 8.00"):
+        results_table.load_runs([old, clash], 400, None, {"duda"}, git_commits)
