@@ -123,6 +123,10 @@ class DudaConfig:
     kd_weight: float = 1.0
     temperature: float = 2.0
     kd_on_source: bool = False
+    # What the teachers see for the distillation target of a mixed image. mixed: the strongly augmented
+    # mixed image itself. clean: the clean source and target images, their soft predictions mixed with
+    # the ClassMix mask (weak-to-strong, as the hard pseudo-labels are made).
+    kd_teacher_view: str = "mixed"
     inconsistency: bool = True
     inconsistency_gamma: float = 1.0
     inconsistency_momentum: float = 0.99
@@ -366,6 +370,7 @@ def check_values(c: ExperimentConfig) -> None:
     _require(d.ramp_shape in ("linear", "cosine", "step"), "duda.ramp_shape", "must be linear, cosine or step")
     _require(d.kd_weight >= 0, "duda.kd_weight", "must be >= 0")
     _require(d.temperature > 0, "duda.temperature", "must be > 0")
+    _require(d.kd_teacher_view in ("mixed", "clean"), "duda.kd_teacher_view", "must be mixed or clean")
     _require(d.inconsistency_gamma >= 0, "duda.inconsistency_gamma", "must be >= 0")
     _require(0 <= d.inconsistency_momentum < 1, "duda.inconsistency_momentum", "must be in [0, 1)")
     _require(

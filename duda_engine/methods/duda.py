@@ -9,6 +9,7 @@ One iteration (PAPER.md §2), with source batch (x_s, y_s) and target batch x_t:
   3. Large student:  CE(g_stu(x_s), y_s) + CE_w(g_stu(x_m), y_m, w_m)          -> step g_stu
   4. Small student:  CE(f(x_s), y_s) + h(t) * CE_{w*c}(f(x_m), y_m, w_m * c[y_m])
                      + lambda_KD(t) * T^2 KL(fuse(softmax(teacher(x_m)/T)) || softmax(f(x_m)/T))   -> step f
+                     (kd_teacher_view clean: teacher(x_m) replaced by the mix of teacher(x_s) and teacher(x_t))
 
 lambda_KD(t) is 0 during pre-adaptation and then ramps up (gradual distillation); h(t) = 1, or
 1 - lambda_KD(t)/lambda_KD in the hand-over reading; c are the inconsistency weights of the classes
@@ -186,11 +187,13 @@ class Duda:
         mixed_images = strong_augment(mixed_images, st.color_jitter_strength, st.color_jitter_p, st.blur, generator)
 
         # 2. The teachers label the target batch. The steady teachers also predict now the images they
-        #    will distil on (the mixed batch; the source batch with kd_on_source), batched if configured.
+        #    will distil on (the mixed batch, or with kd_teacher_view clean the source batch whose
+        #    prediction is mixed with the target's; the source batch with kd_on_source), batched if configured.
         views = {"target": target.images}
         if kd > 0:
-            views["mixed"] = mixed_images
-            if d.kd_on_source:
+            if d.kd_teacher_view == "mixed":
+                views["mixed"] = mixed_images
+            if d.kd_on_source or (d.kd_teacher_view == "clean" and st.classmix):
                 views["source"] = source.images
         predicted = teacher_logits(self.steady_teachers(), list(views.values()), self.device, self.amp, d.batch_teacher_forwards)
         steady = dict(zip(views, predicted, strict=True))  # view -> each steady teacher's logits
@@ -252,11 +255,7 @@ class Duda:
         student_target = cross_entropy(mixed_logits, mixed_labels, ignore, mixed_weight * pixel_class_weight)
         total_target = hard * student_target
         if kd > 0:
-            live = softmax_at(steady["mixed"] + self.auxiliary_logits(mixed_images), d.temperature)
-            stored = [at_temperature(t, d.temperature) for t in stored_target]
-            if st.classmix:  # a precomputed teacher's soft label of a mixed image: the mix of its two predictions
-                stored = [mix(mask, at_temperature(s, d.temperature), t) for s, t in zip(stored_source, stored, strict=True)]
-            soft = fuse(live + stored, d.fusion)
+            soft = self.soft_labels_of_mixed(steady, mask, source, target, mixed_images, stored_source, stored_target)
             kd_pixel_weight = pixel_class_weight if (d.inconsistency_on_kd and class_weight is not None) else None
             kd_target = distillation_loss(mixed_logits, soft, d.temperature, kd_pixel_weight)
             total_target = total_target + kd * kd_target
@@ -270,6 +269,31 @@ class Duda:
         losses["inconsistency/max_weight"] = self.inconsistency.weights().max()
         losses["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
         return losses
+
+    def soft_labels_of_mixed(
+        self, steady: dict[str, list[torch.Tensor]], mask: torch.Tensor | None, source: Batch, target: Batch,
+        mixed_images: torch.Tensor, stored_source: list[torch.Tensor], stored_target: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """The fused teachers' soft labels (at the KD temperature) of the mixed batch. With
+        ``kd_teacher_view: mixed`` the live teachers predict the augmented mixed images; with ``clean``
+        (and always for precomputed teachers) their predictions of the clean source and target images
+        are mixed with the ClassMix mask, as the hard pseudo-labels are."""
+        temperature = self.duda.temperature
+
+        def mixed(on_source: list[torch.Tensor], on_target: list[torch.Tensor]) -> list[torch.Tensor]:
+            if mask is None:
+                return on_target
+            return [mix(mask, s, t) for s, t in zip(on_source, on_target, strict=True)]
+
+        if self.duda.kd_teacher_view == "mixed":
+            live = softmax_at(steady["mixed"] + self.auxiliary_logits(mixed_images), temperature)
+        else:
+            on_target = softmax_at(steady["target"] + self.auxiliary_logits(target.images), temperature)
+            on_source = softmax_at(steady["source"] + self.auxiliary_logits(source.images), temperature) if mask is not None else []
+            live = mixed(on_source, on_target)
+        stored = mixed([at_temperature(s, temperature) for s in stored_source],
+                       [at_temperature(t, temperature) for t in stored_target])
+        return fuse(live + stored, self.duda.fusion)
 
     def state_dict(self) -> dict:
         state = {

@@ -246,3 +246,45 @@ def test_the_small_student_trains_on_two_forward_passes_and_only_predicts_the_ta
     assert sorted(modes) == [False, True, True]  # the target prediction, then the source and mixed batches
     assert int(batchnorm.num_batches_tracked) == batches_seen + 2
     assert method.student.training
+
+
+@pytest.mark.parametrize("view", ["mixed", "clean"])
+def test_the_distillation_target_is_the_teachers_view_of_the_mixed_or_the_clean_images(tiny_domains, tmp_path, view):
+    """``kd_teacher_view: clean``: the teacher predicts the clean source and target images and its two
+    soft predictions are mixed with the ClassMix mask, as the hard labels are; ``mixed``: it predicts the
+    strongly augmented mixed images."""
+    from duda_engine.data.pipeline import build_training_data, step_loader
+    from duda_engine.methods import build_method
+    from duda_engine.methods.augment import mix
+    from duda_engine.methods.common import to_batch
+    from duda_engine.validation import class_spec
+
+    cpu = torch.device("cpu")
+    data = tiny_config(tiny_domains, tmp_path / "run", "duda")
+    data["duda"] = {"pre_adaptation": 0.0, "ramp": 0.0, "kd_teacher_view": view, "temperature": 2.0}
+    config = config_from_dict(data)
+    classes = class_spec(config)
+    method = build_method(config, classes, cpu)
+    training = build_training_data(config, classes)
+    source = to_batch(next(iter(step_loader(training.source, training.source_keys(0), 0))), cpu)
+    target = to_batch(next(iter(step_loader(training.target, training.target_keys(0), 0))), cpu)
+    seen = []
+    method.ema.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    losses = method.train_step(source, target, 0)
+    assert losses["schedule/kd_weight"].item() == 1.0 and losses["loss/kd"].item() > 0
+    assert torch.equal(seen[0], target.images)  # the pseudo-labels: always the clean target
+    if view == "clean":
+        assert len(seen) == 2 and torch.equal(seen[1], source.images)
+    else:
+        assert len(seen) == 2 and not torch.equal(seen[1], source.images) and not torch.equal(seen[1], target.images)
+
+    on_source, on_target, on_mixed = (torch.randn(2, classes.num_classes, 8, 8) for _ in range(3))
+    mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    steady = {"target": [on_target], "source": [on_source], "mixed": [on_mixed]}
+    soft = method.soft_labels_of_mixed(steady, mask, source, target, on_mixed, [], [])
+    if view == "clean":
+        expected = mix(mask, torch.softmax(on_source / 2, dim=1), torch.softmax(on_target / 2, dim=1))
+    else:
+        expected = torch.softmax(on_mixed / 2, dim=1)
+    assert torch.allclose(soft, expected)
+    assert torch.allclose(soft.sum(1), torch.ones(2, 8, 8))
