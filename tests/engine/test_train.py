@@ -223,21 +223,27 @@ def test_no_gradient_reaches_the_small_student_from_the_teachers(tiny_domains, t
     assert all(p.grad is None for p in method.student.parameters())
 
 
-def test_the_small_student_trains_on_two_forward_passes_and_only_predicts_the_target(tiny_domains, tmp_path):
-    """Its target labels for the inconsistency weights are a prediction (eval mode): no dropout, and no
-    BatchNorm statistics of target-only batches, which self-training's student does not get either."""
+def method_and_first_batches(data: dict):
+    """The method of the config ``data`` on the CPU, and its first source and target batches."""
     from duda_engine.data.pipeline import build_training_data, step_loader
     from duda_engine.methods import build_method
     from duda_engine.methods.common import to_batch
     from duda_engine.validation import class_spec
 
     cpu = torch.device("cpu")
-    config = config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "duda"))
+    config = config_from_dict(data)
     classes = class_spec(config)
     method = build_method(config, classes, cpu)
-    data = build_training_data(config, classes)
-    source = to_batch(next(iter(step_loader(data.source, data.source_keys(0), 0))), cpu)
-    target = to_batch(next(iter(step_loader(data.target, data.target_keys(0), 0))), cpu)
+    training = build_training_data(config, classes)
+    source = to_batch(next(iter(step_loader(training.source, training.source_keys(0), 0))), cpu)
+    target = to_batch(next(iter(step_loader(training.target, training.target_keys(0), 0))), cpu)
+    return method, source, target
+
+
+def test_the_small_student_trains_on_two_forward_passes_and_only_predicts_the_target(tiny_domains, tmp_path):
+    """Its target labels for the inconsistency weights are a prediction (eval mode): no dropout, and no
+    BatchNorm statistics of target-only batches, which self-training's student does not get either."""
+    method, source, target = method_and_first_batches(tiny_config(tiny_domains, tmp_path / "run", "duda"))
     modes = []
     method.student.register_forward_pre_hook(lambda module, args: modes.append(module.training))
     batchnorm = next(m for m in method.student.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -253,21 +259,12 @@ def test_the_distillation_target_is_the_teachers_view_of_the_mixed_or_the_clean_
     """``kd_teacher_view: clean``: the teacher predicts the clean source and target images and its two
     soft predictions are mixed with the ClassMix mask, as the hard labels are; ``mixed``: it predicts the
     strongly augmented mixed images."""
-    from duda_engine.data.pipeline import build_training_data, step_loader
-    from duda_engine.methods import build_method
     from duda_engine.methods.augment import mix
-    from duda_engine.methods.common import to_batch
-    from duda_engine.validation import class_spec
 
-    cpu = torch.device("cpu")
     data = tiny_config(tiny_domains, tmp_path / "run", "duda")
     data["duda"] = {"pre_adaptation": 0.0, "ramp": 0.0, "kd_teacher_view": view, "temperature": 2.0}
-    config = config_from_dict(data)
-    classes = class_spec(config)
-    method = build_method(config, classes, cpu)
-    training = build_training_data(config, classes)
-    source = to_batch(next(iter(step_loader(training.source, training.source_keys(0), 0))), cpu)
-    target = to_batch(next(iter(step_loader(training.target, training.target_keys(0), 0))), cpu)
+    method, source, target = method_and_first_batches(data)
+    classes = method.classes
     seen = []
     method.ema.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
     losses = method.train_step(source, target, 0)
