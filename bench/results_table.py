@@ -196,12 +196,15 @@ def class_means(runs: list[Run]) -> dict[str, float]:
     return {name: statistics.fmean(values) for name, values in per_class.items()}
 
 
-def markdown(rows: list[dict], columns: list[str], baseline: str | None, argv: list[str], notes: list[str]) -> str:
+def markdown(rows: list[dict], columns: list[str], baseline: str | None, argv: list[str], notes: list[str],
+             labels: list[str] | None = None) -> str:
+    """The table; ``labels`` name the columns in its head (default: the columns themselves)."""
+    heads = labels or columns
     lines = [f"Command: `python bench/results_table.py {' '.join(argv)}`", "",
              "Target mIoU, mean ± std over seeds (n); below it the difference from "
              f"{baseline or 'the baseline'} (seeds ahead of it / common seeds; ** = larger than both spreads) "
              "and the share of the source-only → oracle gap closed.", "",
-             "| benchmark | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+             "| benchmark | " + " | ".join(heads) + " |", "|---|" + "---|" * len(columns)]
     for row in rows:
         cells = []
         for column in columns:
@@ -236,6 +239,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("reports", nargs="+", type=Path, help="REPORT.json files written by bench/toy_runs.py")
     parser.add_argument("--iterations", type=int, required=True)
     parser.add_argument("--columns", nargs="+", required=True, help="SPEC[+KEY=VALUE...] in table order")
+    parser.add_argument("--labels", nargs="+", help="names for the columns in the table's head, one per column")
     parser.add_argument("--baseline", help="the column every other is compared with")
     parser.add_argument("--bounds", nargs=2, metavar=("LOWER", "UPPER"), help="columns of the gap (source-only, oracle)")
     parser.add_argument("--since", help="keep runs of --code-sensitive methods trained on this commit or later only")
@@ -245,11 +249,13 @@ def main(argv: list[str]) -> int:
     missing = [str(path) for path in args.reports if not path.is_file()]
     if missing:
         raise SystemExit(f"error: no such report: {', '.join(missing)}")
+    if args.labels and len(args.labels) != len(args.columns):
+        raise SystemExit(f"error: --labels names {len(args.labels)} columns, --columns has {len(args.columns)}")
     if args.baseline and args.baseline not in args.columns:
         raise SystemExit(f"error: --baseline {args.baseline} is not one of --columns")
     runs, notes = load_runs(args.reports, args.iterations, args.since, set(args.code_sensitive), Commits(REPO))
     rows = build_table(runs, args.columns, args.baseline, tuple(args.bounds) if args.bounds else None)
-    text = markdown(rows, args.columns, args.baseline, argv, notes)
+    text = markdown(rows, args.columns, args.baseline, argv, notes, args.labels)
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.with_suffix(".json").write_text(json.dumps({"argv": argv, "rows": rows, "notes": notes}, indent=1) + "\n")

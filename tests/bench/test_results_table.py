@@ -47,6 +47,7 @@ def test_the_table_gives_means_paired_differences_and_the_gap_closed(tmp_path):
     columns = ["source_only:mit_b0", "self_training:mit_b0", duda, "oracle:mit_b0"]
     done = subprocess.run([sys.executable, "bench/results_table.py", str(report), "--iterations", "400", "--columns", *columns,
                            "--baseline", "self_training:mit_b0", "--bounds", "source_only:mit_b0", "oracle:mit_b0",
+                           "--labels", "SO", "ST", "DUDA no KD", "oracle",
                            "--report", str(tmp_path / "table")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     row = json.loads((tmp_path / "table.json").read_text())["rows"][0]
@@ -59,6 +60,7 @@ def test_the_table_gives_means_paired_differences_and_the_gap_closed(tmp_path):
     assert list(distilled["best_classes"])[0] == "road" and distilled["best_classes"]["road"] == 36.0
     table = (tmp_path / "table.md").read_text()
     assert "| 18.00 ± 1.00 (3)<br>**+3.00** (3/3)<br>gap 40 % |" in table
+    assert "| benchmark | SO | ST | DUDA no KD | oracle |" in table
     assert "| toy_gta2real | self_training:mit_b0 | 14.00 (s0) / 15.00 (s1) / 16.00 (s2) |" in table
 
 
