@@ -47,7 +47,7 @@ class Run:
     seed: int
     iterations: int
     miou: float
-    per_class: dict[str, float]
+    per_class: dict[str, float]  # the scored classes' IoU
     code: list[str]  # the commits it trained on, one per start (empty: not recorded)
     report: str
 
@@ -62,11 +62,16 @@ def scored_classes(benchmark: str) -> tuple[int, ...] | None:
     return SUBSETS.get((config.get("eval") or {}).get("class_subset", ""))
 
 
+def scored(per_class: dict[str, float], subset: tuple[int, ...] | None) -> dict[str, float]:
+    """The per-class IoU of the scored classes (all, or the subset's indices in class order)."""
+    if subset is None:
+        return dict(per_class)
+    names = list(per_class)
+    return {names[i]: per_class[names[i]] for i in subset}
+
+
 def miou(per_class: dict[str, float], subset: tuple[int, ...] | None) -> float:
-    values = list(per_class.values())
-    if subset is not None:
-        values = [values[i] for i in subset]
-    present = [v for v in values if not math.isnan(v)]
+    present = [v for v in scored(per_class, subset).values() if not math.isnan(v)]
     return statistics.fmean(present)
 
 
@@ -119,7 +124,8 @@ def load_runs(reports: list[Path], iterations: int, since: str | None, code_sens
                 subsets[benchmark] = scored_classes(benchmark)
             code = (record.get("code") or "").split()
             run = Run(benchmark, column_name(record), record["seed"], iterations,
-                      miou(record["per_class"], subsets[benchmark]), record["per_class"], code, str(report))
+                      miou(record["per_class"], subsets[benchmark]), scored(record["per_class"], subsets[benchmark]),
+                      code, str(report))
             sensitive = record["spec"].split(":")[0] in code_sensitive
             if since and sensitive and not (code and all(commits.at_or_after(c, since) for c in code)):
                 notes.append(f"dropped {run.benchmark} {run.column} seed {run.seed} from {report} "
@@ -180,8 +186,10 @@ def build_table(runs: list[Run], columns: list[str], baseline: str | None, bound
                 entry["gap_closed"] = (cell.mean - low) / (high - low) if high != low else None
             classes = class_means([run for run in runs if run.benchmark == benchmark and run.column == column])
             ranked = sorted(classes, key=classes.get)
-            entry["best_classes"] = {name: classes[name] for name in ranked[::-1][:2]}
-            entry["worst_classes"] = {name: classes[name] for name in ranked[:2]}
+            learned = [name for name in ranked if classes[name] >= 0.05]
+            entry["best_classes"] = {name: classes[name] for name in learned[::-1][:2]}
+            entry["worst_classes"] = {name: classes[name] for name in learned[:2]}  # the weakest above 0
+            entry["classes_at_zero"] = [name for name in ranked if classes[name] < 0.05]
             row["cells"][column] = entry
         rows.append(row)
     return rows
@@ -222,13 +230,14 @@ def markdown(rows: list[dict], columns: list[str], baseline: str | None, argv: l
             cells.append(text)
         lines.append(f"| {row['benchmark']} | " + " | ".join(cells) + " |")
     lines += ["", "Per seed, and the classes with the highest and lowest mean IoU:", "",
-              "| benchmark | run | per seed | best classes | worst classes |", "|---|---|---|---|---|"]
+              "| benchmark | run | per seed | best classes | worst classes above 0 | classes at 0 |", "|---|---|---|---|---|---|"]
     for row in rows:
         for column, entry in row["cells"].items():
             seeds = " / ".join(f"{v:.2f} (s{s})" for s, v in zip(entry["seeds"], entry["values"], strict=True))
             best = ", ".join(f"{n} {v:.1f}" for n, v in entry["best_classes"].items())
             worst = ", ".join(f"{n} {v:.1f}" for n, v in entry["worst_classes"].items())
-            lines.append(f"| {row['benchmark']} | {column} | {seeds} | {best} | {worst} |")
+            zero = len(entry["classes_at_zero"])
+            lines.append(f"| {row['benchmark']} | {column} | {seeds} | {best} | {worst} | {zero} |")
     if notes:
         lines += ["", "Left out:", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"

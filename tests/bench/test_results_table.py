@@ -58,6 +58,7 @@ def test_the_table_gives_means_paired_differences_and_the_gap_closed(tmp_path):
     assert distilled["gap_closed"] == pytest.approx((18 - 10) / (30 - 10))
     assert "against_baseline" not in row["cells"]["oracle:mit_b0"]  # the bounds are not compared
     assert list(distilled["best_classes"])[0] == "road" and distilled["best_classes"]["road"] == 36.0
+    assert distilled["classes_at_zero"] == [] and len(distilled["worst_classes"]) == 2
     table = (tmp_path / "table.md").read_text()
     assert "| 18.00 ± 1.00 (3)<br>**+3.00** (3/3)<br>gap 40 % |" in table
     assert "| benchmark | SO | ST | DUDA no KD | oracle |" in table
@@ -80,6 +81,7 @@ def test_synthia_is_scored_on_the_classes_its_config_names(tmp_path):
     runs, _ = results_table.load_runs([report], 400, None, {"duda"}, results_table.Commits(REPO_ROOT))
     assert results_table.scored_classes("toy_synthia2real") == SYNTHIA_16_CLASSES
     assert runs[0].miou == 10.0  # 19-class mean would be 20.0
+    assert "terrain" not in runs[0].per_class and len(runs[0].per_class) == 16
 
 
 def git(repo: Path, *args: str) -> str:
@@ -118,3 +120,11 @@ def test_since_drops_older_code_and_the_later_commit_wins_a_conflict(tmp_path):
     clash = write_report(tmp_path / "clash.json", [record("toy_gta2real", "self_training:mit_b0", 0, flat(7))])
     with pytest.raises(SystemExit, match="self_training:mit_b0 seed 0: .*old.json says 6.00, .*clash.json says 8.00"):
         results_table.load_runs([old, clash], 400, None, {"duda"}, git_commits)
+
+
+def test_classes_never_learned_are_counted_apart_from_the_weakest_learned():
+    per_class = {"road": 80.0, "sky": 60.0, "car": 5.0, "pole": 0.0, "rider": 0.01, "bus": 2.0}
+    run = results_table.Run("toy_gta2real", "self_training:mit_b0", 0, 400, 0.0, per_class, [], "r.json")
+    entry = results_table.build_table([run], ["self_training:mit_b0"], None, None)[0]["cells"]["self_training:mit_b0"]
+    assert entry["best_classes"] == {"road": 80.0, "sky": 60.0}
+    assert entry["worst_classes"] == {"bus": 2.0, "car": 5.0} and entry["classes_at_zero"] == ["pole", "rider"]
