@@ -251,6 +251,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--labels", nargs="+", help="names for the columns in the table's head, one per column")
     parser.add_argument("--baseline", help="the column every other is compared with")
     parser.add_argument("--bounds", nargs=2, metavar=("LOWER", "UPPER"), help="columns of the gap (source-only, oracle)")
+    parser.add_argument("--benchmarks", nargs="+", help="only these benchmarks (default: every one in the reports)")
     parser.add_argument("--since", help="keep runs of --code-sensitive methods trained on this commit or later only")
     parser.add_argument("--code-sensitive", nargs="+", default=["duda"], help="methods --since applies to")
     parser.add_argument("--report", type=Path, help="also write REPORT.json and REPORT.md")
@@ -263,6 +264,8 @@ def main(argv: list[str]) -> int:
     if args.baseline and args.baseline not in args.columns:
         raise SystemExit(f"error: --baseline {args.baseline} is not one of --columns")
     runs, notes = load_runs(args.reports, args.iterations, args.since, set(args.code_sensitive), Commits(REPO))
+    if args.benchmarks:
+        runs = [run for run in runs if run.benchmark in args.benchmarks]
     rows = build_table(runs, args.columns, args.baseline, tuple(args.bounds) if args.bounds else None)
     text = markdown(rows, args.columns, args.baseline, argv, notes, args.labels)
     if args.report:

@@ -42,15 +42,18 @@ def test_the_table_gives_means_paired_differences_and_the_gap_closed(tmp_path):
     runs += [record("toy_gta2real", "self_training:mit_b0", s, flat(13 + s)) for s in (0, 1, 2)]
     runs += [record("toy_gta2real", "duda:mit_b1:mit_b0", s, flat(18 - s), extra=["duda.kd_weight=0"]) for s in (0, 1, 2)]
     runs.append(record("toy_gta2real", "self_training:mit_b0", 0, flat(50), iterations=1600))  # another length
+    runs.append(record("toy_real2fog", "self_training:mit_b0", 0, flat(50)))  # another benchmark
     report = write_report(tmp_path / "grid.json", runs)
     duda = "duda:mit_b1:mit_b0+duda.kd_weight=0"
     columns = ["source_only:mit_b0", "self_training:mit_b0", duda, "oracle:mit_b0"]
     done = subprocess.run([sys.executable, "bench/results_table.py", str(report), "--iterations", "400", "--columns", *columns,
                            "--baseline", "self_training:mit_b0", "--bounds", "source_only:mit_b0", "oracle:mit_b0",
-                           "--labels", "SO", "ST", "DUDA no KD", "oracle",
+                           "--labels", "SO", "ST", "DUDA no KD", "oracle", "--benchmarks", "toy_gta2real",
                            "--report", str(tmp_path / "table")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    row = json.loads((tmp_path / "table.json").read_text())["rows"][0]
+    rows = json.loads((tmp_path / "table.json").read_text())["rows"]
+    row = rows[0]
+    assert len(rows) == 1 and row["benchmark"] == "toy_gta2real"
     self_training, distilled = row["cells"]["self_training:mit_b0"], row["cells"][duda]
     assert self_training["values"] == [14.0, 15.0, 16.0] and self_training["mean"] == 15.0 and self_training["std"] == 1.0
     assert distilled["values"] == [19.0, 18.0, 17.0]
