@@ -88,6 +88,32 @@ def code_version() -> str | None:
     return head.stdout.strip() + ("-modified" if modified else "")
 
 
+PACKAGES = ("torch", "timm", "numpy", "pillow", "opencv-python-headless")
+
+
+def environment(run_config: Path) -> dict:
+    """What decides a run's numbers besides the code: package versions, and a digest of the toy images
+    it trained and was scored on (numpy, Pillow and OpenCV render them; a new release can change pixels).
+    ``run_config``: the config.json the run wrote (overrides applied)."""
+    import hashlib
+    from importlib import metadata
+
+    from duda_engine.data.toy import ensure_toy_domain
+
+    config = json.loads(run_config.read_text())
+    digests = {}
+    for role in ("source", "target"):
+        if config[role]["kind"] != "toy":
+            continue
+        domain, size = config[role]["domain"], config[role]["toy_size"]
+        for split in ("train", "val"):
+            folder, digest = ensure_toy_domain(domain, size, split), hashlib.sha256()
+            for file in sorted(folder.rglob("*.png")):
+                digest.update(file.relative_to(folder).as_posix().encode() + file.read_bytes())
+            digests[f"{domain}_{size}/{split}"] = digest.hexdigest()[:16]
+    return {"packages": {name: metadata.version(name) for name in PACKAGES}, "toy_data": digests}
+
+
 def score_teacher(job: Job, output_dir: Path) -> dict | None:
     """The target mIoU of the run's EMA teacher (``eval --network teacher`` on its last full checkpoint):
     self-training's teacher of the student, DUDA's large teacher. Stored beside the run as
@@ -141,10 +167,11 @@ def run_job(job: Job, out: Path, eval_interval: int, teachers: bool = False) -> 
         if code != 0:
             return {"job": job.name, "status": "failed", "exit_code": code, "log_tail": log_path.read_text()[-1500:]}
         (output_dir / "wall_s.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
+        (output_dir / "environment.json").write_text(json.dumps(environment(output_dir / "config.json"), indent=1) + "\n")
         print(f"done {job.name}", flush=True)
     result = json.loads(result_path.read_text())
     log_text = log_path.read_text() if log_path.is_file() else ""
-    wall, code = output_dir / "wall_s.txt", output_dir / "code.txt"
+    wall, code, env = output_dir / "wall_s.txt", output_dir / "code.txt", output_dir / "environment.json"
     teacher = score_teacher(job, output_dir) if teachers else None
     return {
         "job": job.name, "status": "ok", "benchmark": job.benchmark, "spec": job.spec, "extra": job.extra,
@@ -152,6 +179,7 @@ def run_job(job: Job, out: Path, eval_interval: int, teachers: bool = False) -> 
         "evaluations": [[int(s), float(m)] for s, m in EVAL_LINE.findall(log_text)],
         "per_class": result.get("per_class", {}), "wall_s": float(wall.read_text()) if wall.is_file() else None,
         "command": " ".join(command), "code": code.read_text().strip() if code.is_file() else None,
+        "environment": json.loads(env.read_text()) if env.is_file() else None,
         "teacher_miou": teacher.get("miou") if teacher else None, "teacher_per_class": teacher.get("per_class", {}) if teacher else {},
         "teacher_error": teacher.get("error") if teacher else None,
     }
@@ -180,6 +208,7 @@ def summarise(records: list[dict]) -> list[dict]:
             "wall_s_mean": statistics.fmean([m["wall_s"] for m in members if m["wall_s"]] or [0.0]),
             "teacher_values": [m.get("teacher_miou") for m in members],  # None: not scored
             "code": sorted({m.get("code") or "not recorded" for m in members}),
+            "environments": [m.get("environment") for m in members],
         })
     return rows
 
@@ -197,6 +226,15 @@ def markdown(rows: list[dict], argv: list[str]) -> str:
                      f"| {best} | {worst} | {r['wall_s_mean'] / 60:.1f} min |")
     versions = sorted({version for r in rows for version in r["code"]})
     lines += ["", f"Code (commit each run trained on): {', '.join(versions)}"]
+    environments = sorted({json.dumps(e, sort_keys=True) for r in rows for e in r["environments"]})
+    for described in environments:
+        e = json.loads(described)
+        if e is None:
+            lines.append("Environment: not recorded (runs from before toy_runs recorded it)")
+            continue
+        packages = ", ".join(f"{name} {version}" for name, version in e["packages"].items())
+        data = ", ".join(f"{name} {digest}" for name, digest in e["toy_data"].items())
+        lines.append(f"Environment: {packages}; toy images (sha256 prefix): {data}")
     teachers = [r for r in rows if any(v is not None for v in r["teacher_values"])]
     if teachers:
         lines += ["", "Target mIoU of each run's EMA teacher at the end (`eval --network teacher`; DUDA: the large network's):",

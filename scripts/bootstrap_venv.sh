@@ -35,9 +35,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=".venv/.installed${extras:+-test}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# constraints.txt pins every package to the versions the measured numbers were made with: numpy,
+# Pillow and OpenCV render the toy domains and a newer release can change their pixels.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "Installing DUDA Studio into .venv (first time: several GB for PyTorch) ..."
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-  .venv/bin/python -m pip install -q -e ".${extras}"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}"
   touch "$stamp"
 fi

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 
 from tests.conftest import REPO_ROOT
 from tests.workers.support import ensure_toy_data
@@ -47,6 +48,14 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     versions = {record["code"] for record in report["runs"]}  # the commit, "-modified" if the engine differs
     assert len(versions) == 1 and versions.pop().removesuffix("-modified") == head.strip()
     assert f"Code (commit each run trained on): {report['runs'][0]['code']}" in table
+    environments = [record["environment"] for record in report["runs"]]  # packages and toy images
+    assert all(e == environments[0] for e in environments)
+    assert environments[0]["packages"]["torch"] == metadata.version("torch")
+    assert set(environments[0]["toy_data"]) == {"synthetic_a_demo/train", "synthetic_a_demo/val", "real_demo/train", "real_demo/val"}
+    assert all(len(digest) == 16 for digest in environments[0]["toy_data"].values())
+    described = [line for line in table.splitlines() if line.startswith("Environment: ")]
+    assert len(described) == 1 and f"torch {metadata.version('torch')}" in described[0]
+    assert environments[0]["toy_data"]["real_demo/val"] in described[0]
 
     assert all(r["teacher_miou"] is None for r in report["runs"]) and "EMA teacher" not in table
 
