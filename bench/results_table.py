@@ -139,10 +139,14 @@ def load_runs(reports: list[Path], iterations: int, since: str | None, code_sens
             newer_code = run.code[-1] if run.code else ""
             older_code = earlier.code[-1] if earlier.code else ""
             if commits.later(newer_code, older_code):
-                kept[key] = run
-            elif not commits.later(older_code, newer_code):
+                kept[key], replaced, used = run, earlier, run
+            elif commits.later(older_code, newer_code):
+                replaced, used = run, earlier
+            else:
                 raise SystemExit(f"error: {run.benchmark} {run.column} seed {run.seed}: {earlier.report} says "
                                  f"{earlier.miou:.2f}, {report} says {run.miou:.2f}, and neither was trained on later code")
+            notes.append(f"{run.benchmark} {run.column} seed {run.seed}: {used.miou:.2f} from {used.report} "
+                         f"(trained on later code) instead of {replaced.miou:.2f} from {replaced.report}")
     return list(kept.values()), notes
 
 

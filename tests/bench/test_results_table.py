@@ -117,8 +117,9 @@ def test_since_drops_older_code_and_the_later_commit_wins_a_conflict(tmp_path):
     assert sorted((r.column, r.seed, r.miou) for r in runs) == [("duda:mit_b1:mit_b0", 0, 21.0), ("self_training:mit_b0", 0, 6.0)]
     assert len(notes) == 3 and all(note.startswith("dropped toy_gta2real duda:mit_b1:mit_b0") for note in notes)
 
-    runs, _ = results_table.load_runs([new, old], 400, None, {"duda"}, git_commits)  # no --since: the later code wins
+    runs, notes = results_table.load_runs([new, old], 400, None, {"duda"}, git_commits)  # no --since: the later code wins
     assert {(r.seed, r.miou) for r in runs if r.column.startswith("duda")} == {(0, 21.0), (1, 12.0), (2, 23.0)}
+    assert notes == [f"toy_gta2real duda:mit_b1:mit_b0 seed 0: 21.00 from {new} (trained on later code) instead of 11.00 from {old}"]
 
     clash = write_report(tmp_path / "clash.json", [record("toy_gta2real", "self_training:mit_b0", 0, flat(7))])
     with pytest.raises(SystemExit, match="self_training:mit_b0 seed 0: .*old.json says 6.00, .*clash.json says 8.00"):
