@@ -70,9 +70,8 @@ def scored(per_class: dict[str, float], subset: tuple[int, ...] | None) -> dict[
     return {names[i]: per_class[names[i]] for i in subset}
 
 
-def miou(per_class: dict[str, float], subset: tuple[int, ...] | None) -> float:
-    present = [v for v in scored(per_class, subset).values() if not math.isnan(v)]
-    return statistics.fmean(present)
+def miou(per_class: dict[str, float]) -> float:
+    return statistics.fmean([v for v in per_class.values() if not math.isnan(v)])
 
 
 class Commits:
@@ -80,20 +79,28 @@ class Commits:
 
     def __init__(self, repo: Path):
         self.repo = repo
+        self._resolved: dict[str, str | None] = {}  # every report names the same few commits
+        self._ancestry: dict[tuple[str, str], bool] = {}
 
     def _resolve(self, version: str) -> str | None:
-        commit = version.removesuffix("-modified")
-        done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
-                              cwd=self.repo, capture_output=True, text=True)
-        return done.stdout.strip() or None
+        if version not in self._resolved:
+            commit = version.removesuffix("-modified")
+            done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
+                                  cwd=self.repo, capture_output=True, text=True)
+            self._resolved[version] = done.stdout.strip() or None
+        return self._resolved[version]
+
+    def _is_ancestor(self, ancestor: str, commit: str) -> bool:
+        if (ancestor, commit) not in self._ancestry:
+            done = subprocess.run(["git", "merge-base", "--is-ancestor", ancestor, commit], cwd=self.repo)
+            self._ancestry[(ancestor, commit)] = done.returncode == 0
+        return self._ancestry[(ancestor, commit)]
 
     def at_or_after(self, version: str, since: str) -> bool:
         commit, base = self._resolve(version), self._resolve(since)
         if base is None:
             raise SystemExit(f"error: --since {since}: not a commit of this repository")
-        if commit is None:
-            return False
-        return subprocess.run(["git", "merge-base", "--is-ancestor", base, commit], cwd=self.repo).returncode == 0
+        return commit is not None and self._is_ancestor(base, commit)
 
     def later(self, a: str, b: str) -> bool:
         """True when commit ``a`` strictly descends from commit ``b``."""
@@ -102,7 +109,7 @@ class Commits:
             return False
         if cb is None:
             return True
-        return ca != cb and subprocess.run(["git", "merge-base", "--is-ancestor", cb, ca], cwd=self.repo).returncode == 0
+        return ca != cb and self._is_ancestor(cb, ca)
 
 
 def load_runs(reports: list[Path], iterations: int, since: str | None, code_sensitive: set[str],
@@ -123,9 +130,8 @@ def load_runs(reports: list[Path], iterations: int, since: str | None, code_sens
             if benchmark not in subsets:
                 subsets[benchmark] = scored_classes(benchmark)
             code = (record.get("code") or "").split()
-            run = Run(benchmark, column_name(record), record["seed"], iterations,
-                      miou(record["per_class"], subsets[benchmark]), scored(record["per_class"], subsets[benchmark]),
-                      code, str(report))
+            per_class = scored(record["per_class"], subsets[benchmark])
+            run = Run(benchmark, column_name(record), record["seed"], iterations, miou(per_class), per_class, code, str(report))
             sensitive = record["spec"].split(":")[0] in code_sensitive
             if since and sensitive and not (code and all(commits.at_or_after(c, since) for c in code)):
                 notes.append(f"dropped {run.benchmark} {run.column} seed {run.seed} from {report} "
@@ -173,13 +179,13 @@ def compare(cell: Cell, baseline: Cell) -> dict:
 
 
 def build_table(runs: list[Run], columns: list[str], baseline: str | None, bounds: tuple[str, str] | None) -> list[dict]:
+    grouped: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        grouped.setdefault((run.benchmark, run.column), []).append(run)
     rows = []
     for benchmark in sorted({run.benchmark for run in runs}):
-        cells: dict[str, Cell] = {}
-        for column in columns:
-            values = {run.seed: run.miou for run in runs if run.benchmark == benchmark and run.column == column}
-            if values:
-                cells[column] = Cell(dict(sorted(values.items())))
+        cells = {column: Cell(dict(sorted((run.seed, run.miou) for run in grouped[(benchmark, column)])))
+                 for column in columns if (benchmark, column) in grouped}
         row: dict = {"benchmark": benchmark, "cells": {}}
         for column, cell in cells.items():
             entry = {"seeds": list(cell.values), "values": list(cell.values.values()), "mean": cell.mean, "std": cell.std}
@@ -188,7 +194,7 @@ def build_table(runs: list[Run], columns: list[str], baseline: str | None, bound
             if bounds and bounds[0] in cells and bounds[1] in cells:
                 low, high = cells[bounds[0]].mean, cells[bounds[1]].mean
                 entry["gap_closed"] = (cell.mean - low) / (high - low) if high != low else None
-            classes = class_means([run for run in runs if run.benchmark == benchmark and run.column == column])
+            classes = class_means(grouped[(benchmark, column)])
             ranked = sorted(classes, key=classes.get)
             learned = [name for name in ranked if classes[name] >= 0.05]
             entry["best_classes"] = {name: classes[name] for name in learned[::-1][:2]}

@@ -16,6 +16,8 @@ per-class IoU, wall time, the exact command) and ``<report>.md`` (mean ± std ov
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import re
@@ -25,6 +27,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,15 +94,21 @@ def code_version() -> str | None:
 PACKAGES = ("torch", "timm", "numpy", "pillow", "opencv-python-headless")
 
 
+@functools.cache
+def toy_digest(domain: str, size: str, split: str) -> str:
+    """sha256 prefix of a toy split's images (names and bytes); read once per grid, not once per run."""
+    from duda_engine.data.toy import ensure_toy_domain
+
+    folder, digest = ensure_toy_domain(domain, size, split), hashlib.sha256()
+    for file in sorted(folder.rglob("*.png")):
+        digest.update(file.relative_to(folder).as_posix().encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def environment(run_config: Path) -> dict:
     """What decides a run's numbers besides the code: package versions, and a digest of the toy images
     it trained and was scored on (numpy, Pillow and OpenCV render them; a new release can change pixels).
     ``run_config``: the config.json the run wrote (overrides applied)."""
-    import hashlib
-    from importlib import metadata
-
-    from duda_engine.data.toy import ensure_toy_domain
-
     config = json.loads(run_config.read_text())
     digests = {}
     for role in ("source", "target"):
@@ -107,10 +116,7 @@ def environment(run_config: Path) -> dict:
             continue
         domain, size = config[role]["domain"], config[role]["toy_size"]
         for split in ("train", "val"):
-            folder, digest = ensure_toy_domain(domain, size, split), hashlib.sha256()
-            for file in sorted(folder.rglob("*.png")):
-                digest.update(file.relative_to(folder).as_posix().encode() + file.read_bytes())
-            digests[f"{domain}_{size}/{split}"] = digest.hexdigest()[:16]
+            digests[f"{domain}_{size}/{split}"] = toy_digest(domain, size, split)
     return {"packages": {name: metadata.version(name) for name in PACKAGES}, "toy_data": digests}
 
 
