@@ -161,6 +161,18 @@ class Duda:
             return []
         return teacher_logits([self.auxiliary], [images], self.device, self.amp)[0]
 
+    def distillation_logits(
+        self, steady: dict[str, list[torch.Tensor]], images: dict[str, torch.Tensor]
+    ) -> dict[str, list[torch.Tensor]]:
+        """Every live teacher's logits on each distillation view: the steady teachers' from step 2, and
+        the auxiliary student's (when a teacher) predicted once per view now, after its update."""
+        needed = [view for view in images if view != "target" or self.duda.kd_teacher_view == "clean"]
+        if "auxiliary" not in self.duda.teachers or not needed:
+            return {view: steady[view] for view in needed}
+        auxiliary = teacher_logits([self.auxiliary], [images[v] for v in needed], self.device, self.amp,
+                                   self.duda.batch_teacher_forwards)
+        return {view: steady[view] + logits for view, logits in zip(needed, auxiliary, strict=True)}
+
     def stored(self, stores: list[PrecomputedTeacher], batch: Batch) -> list[torch.Tensor]:
         """The precomputed teachers' log-probabilities on the crops of ``batch`` (read once per step)."""
         size = tuple(batch.images.shape[-2:])
@@ -226,6 +238,7 @@ class Duda:
         hard = 1.0 - kd / d.kd_weight if d.handover and d.kd_weight > 0 else 1.0
         losses["schedule/kd_weight"] = torch.tensor(kd)
         stored_source = self.stored(self.frozen_on_source, source) if kd > 0 else []
+        distil = self.distillation_logits(steady, views) if kd > 0 else {}
 
         # 4b. Inconsistency weights: classes where the small student disagrees with the teachers weigh more.
         #     Its labels come from a prediction (eval mode: no dropout, its BatchNorm statistics untouched).
@@ -243,7 +256,7 @@ class Duda:
             source_logits = self.student(source.images)
         student_source = cross_entropy(source_logits, source.labels, ignore)
         if kd > 0 and d.kd_on_source:
-            live = softmax_at(steady["source"] + self.auxiliary_logits(source.images), d.temperature)
+            live = softmax_at(distil["source"], d.temperature)
             soft = fuse(live + [at_temperature(s, d.temperature) for s in stored_source], d.fusion)
             kd_source = distillation_loss(source_logits, soft, d.temperature)
             student_source = student_source + kd * kd_source
@@ -255,7 +268,7 @@ class Duda:
         student_target = cross_entropy(mixed_logits, mixed_labels, ignore, mixed_weight * pixel_class_weight)
         total_target = hard * student_target
         if kd > 0:
-            soft = self.soft_labels_of_mixed(steady, mask, source, target, mixed_images, stored_source, stored_target)
+            soft = self.soft_labels_of_mixed(distil, mask, stored_source, stored_target)
             kd_pixel_weight = pixel_class_weight if (d.inconsistency_on_kd and class_weight is not None) else None
             kd_target = distillation_loss(mixed_logits, soft, d.temperature, kd_pixel_weight)
             total_target = total_target + kd * kd_target
@@ -271,13 +284,13 @@ class Duda:
         return losses
 
     def soft_labels_of_mixed(
-        self, steady: dict[str, list[torch.Tensor]], mask: torch.Tensor | None, source: Batch, target: Batch,
-        mixed_images: torch.Tensor, stored_source: list[torch.Tensor], stored_target: list[torch.Tensor],
+        self, distil: dict[str, list[torch.Tensor]], mask: torch.Tensor | None,
+        stored_source: list[torch.Tensor], stored_target: list[torch.Tensor],
     ) -> torch.Tensor:
         """The fused teachers' soft labels (at the KD temperature) of the mixed batch. With
-        ``kd_teacher_view: mixed`` the live teachers predict the augmented mixed images; with ``clean``
-        (and always for precomputed teachers) their predictions of the clean source and target images
-        are mixed with the ClassMix mask, as the hard pseudo-labels are."""
+        ``kd_teacher_view: mixed`` the live teachers' predictions of the augmented mixed images; with
+        ``clean`` (and always for precomputed teachers) their predictions of the clean source and target
+        images mixed with the ClassMix mask, as the hard pseudo-labels are."""
         temperature = self.duda.temperature
 
         def mixed(on_source: list[torch.Tensor], on_target: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -286,11 +299,10 @@ class Duda:
             return [mix(mask, s, t) for s, t in zip(on_source, on_target, strict=True)]
 
         if self.duda.kd_teacher_view == "mixed":
-            live = softmax_at(steady["mixed"] + self.auxiliary_logits(mixed_images), temperature)
+            live = softmax_at(distil["mixed"], temperature)
         else:
-            on_target = softmax_at(steady["target"] + self.auxiliary_logits(target.images), temperature)
-            on_source = softmax_at(steady["source"] + self.auxiliary_logits(source.images), temperature) if mask is not None else []
-            live = mixed(on_source, on_target)
+            on_source = softmax_at(distil["source"], temperature) if mask is not None else []
+            live = mixed(on_source, softmax_at(distil["target"], temperature))
         stored = mixed([at_temperature(s, temperature) for s in stored_source],
                        [at_temperature(t, temperature) for t in stored_target])
         return fuse(live + stored, self.duda.fusion)

@@ -277,8 +277,8 @@ def test_the_distillation_target_is_the_teachers_view_of_the_mixed_or_the_clean_
 
     on_source, on_target, on_mixed = (torch.randn(2, classes.num_classes, 8, 8) for _ in range(3))
     mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
-    steady = {"target": [on_target], "source": [on_source], "mixed": [on_mixed]}
-    soft = method.soft_labels_of_mixed(steady, mask, source, target, on_mixed, [], [])
+    distil = {"target": [on_target], "source": [on_source], "mixed": [on_mixed]}
+    soft = method.soft_labels_of_mixed(distil, mask, [], [])
     if view == "clean":
         expected = mix(mask, torch.softmax(on_source / 2, dim=1), torch.softmax(on_target / 2, dim=1))
     else:
