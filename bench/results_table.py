@@ -12,7 +12,8 @@ per-class IoU over the classes the benchmark's config scores (``eval.class_subse
 written before a config changed its subset count the same classes as the newer ones.
 
 A column is a run as toy_runs names it: SPEC, then ``+KEY=VALUE`` for each extra override
-(``duda:mit_b1:mit_b0+duda.kd_weight=0``). One run (benchmark, column, seed, iterations) may be in
+(``duda:mit_b1:mit_b0+duda.kd_weight=0``); ``@teacher`` after it is the score of those runs' EMA
+teacher at the end (``toy_runs --score-teachers``; in a DUDA run the large network's). One run (benchmark, column, seed, iterations) may be in
 several reports. ``--since COMMIT`` keeps, of the methods in ``--code-sensitive`` (default: duda),
 only runs trained on COMMIT or a later commit (``code`` in the report; runs from before toy_runs
 recorded it have none and are dropped). Two records of one run with different results are an error
@@ -52,8 +53,19 @@ class Run:
     report: str
 
 
+TEACHER = "@teacher"
+
+
 def column_name(record: dict) -> str:
     return record["spec"] + "".join(f"+{pair}" for pair in record["extra"])
+
+
+def scores(record: dict) -> list[tuple[str, dict[str, float]]]:
+    """A record's (column, per-class IoU) pairs: the run's student, and its EMA teacher when scored."""
+    found = [(column_name(record), record["per_class"])]
+    if record.get("teacher_per_class"):
+        found.append((column_name(record) + TEACHER, record["teacher_per_class"]))
+    return found
 
 
 def scored_classes(benchmark: str) -> tuple[int, ...] | None:
@@ -130,30 +142,37 @@ def load_runs(reports: list[Path], iterations: int, since: str | None, code_sens
             if benchmark not in subsets:
                 subsets[benchmark] = scored_classes(benchmark)
             code = (record.get("code") or "").split()
-            per_class = scored(record["per_class"], subsets[benchmark])
-            run = Run(benchmark, column_name(record), record["seed"], iterations, miou(per_class), per_class, code, str(report))
             sensitive = record["spec"].split(":")[0] in code_sensitive
             if since and sensitive and not (code and all(commits.at_or_after(c, since) for c in code)):
-                notes.append(f"dropped {run.benchmark} {run.column} seed {run.seed} from {report} "
+                notes.append(f"dropped {benchmark} {column_name(record)} seed {record['seed']} from {report} "
                              f"(trained on {' '.join(code) or 'unrecorded code'}, before {since})")
                 continue
-            key = (run.benchmark, run.column, run.seed)
-            earlier = kept.get(key)
-            if earlier is None or abs(earlier.miou - run.miou) < 1e-9:
-                kept.setdefault(key, run)
-                continue
-            newer_code = run.code[-1] if run.code else ""
-            older_code = earlier.code[-1] if earlier.code else ""
-            if commits.later(newer_code, older_code):
-                kept[key], replaced, used = run, earlier, run
-            elif commits.later(older_code, newer_code):
-                replaced, used = run, earlier
-            else:
-                raise SystemExit(f"error: {run.benchmark} {run.column} seed {run.seed}: {earlier.report} says "
-                                 f"{earlier.miou:.2f}, {report} says {run.miou:.2f}, and neither was trained on later code")
-            notes.append(f"{run.benchmark} {run.column} seed {run.seed}: {used.miou:.2f} from {used.report} "
-                         f"(trained on later code) instead of {replaced.miou:.2f} from {replaced.report}")
+            for column, all_classes in scores(record):
+                per_class = scored(all_classes, subsets[benchmark])
+                run = Run(benchmark, column, record["seed"], iterations, miou(per_class), per_class, code, str(report))
+                keep(kept, run, commits, notes)
     return list(kept.values()), notes
+
+
+def keep(kept: dict[tuple, Run], run: Run, commits: Commits, notes: list[str]) -> None:
+    """Adds ``run`` to ``kept`` unless a record of it with the same result is there; of two records with
+    different results the one trained on later code is kept (equal code: an error)."""
+    key = (run.benchmark, run.column, run.seed)
+    earlier = kept.get(key)
+    if earlier is None or abs(earlier.miou - run.miou) < 1e-9:
+        kept.setdefault(key, run)
+        return
+    newer_code = run.code[-1] if run.code else ""
+    older_code = earlier.code[-1] if earlier.code else ""
+    if commits.later(newer_code, older_code):
+        kept[key], replaced, used = run, earlier, run
+    elif commits.later(older_code, newer_code):
+        replaced, used = run, earlier
+    else:
+        raise SystemExit(f"error: {run.benchmark} {run.column} seed {run.seed}: {earlier.report} says "
+                         f"{earlier.miou:.2f}, {run.report} says {run.miou:.2f}, and neither was trained on later code")
+    notes.append(f"{run.benchmark} {run.column} seed {run.seed}: {used.miou:.2f} from {used.report} "
+                 f"(trained on later code) instead of {replaced.miou:.2f} from {replaced.report}")
 
 
 @dataclass

@@ -132,3 +132,25 @@ def test_classes_never_learned_are_counted_apart_from_the_weakest_learned():
     entry = results_table.build_table([run], ["self_training:mit_b0"], None, None)[0]["cells"]["self_training:mit_b0"]
     assert entry["best_classes"] == {"road": 80.0, "sky": 60.0}
     assert entry["worst_classes"] == {"bus": 2.0, "car": 5.0} and entry["classes_at_zero"] == ["pole", "rider"]
+
+
+def test_a_teacher_column_scores_the_runs_ema_teachers(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        duda = record("toy_gta2real", "duda:mit_b1:mit_b0", seed, flat(15 + seed), extra=["duda.kd_weight=0"])
+        duda["teacher_per_class"] = flat(20 + 2 * seed)
+        runs.append(duda)
+    runs.append(record("toy_gta2real", "self_training:mit_b0", 0, flat(13)))  # no teacher scored
+    runs.append(record("toy_gta2real", "self_training:mit_b0", 1, flat(14)))
+    report = write_report(tmp_path / "grid.json", runs)
+    teacher = "duda:mit_b1:mit_b0+duda.kd_weight=0@teacher"
+    done = subprocess.run([sys.executable, "bench/results_table.py", str(report), "--iterations", "400",
+                           "--columns", "self_training:mit_b0", "self_training:mit_b0@teacher", teacher,
+                           "--baseline", "self_training:mit_b0", "--report", str(tmp_path / "table")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cells = json.loads((tmp_path / "table.json").read_text())["rows"][0]["cells"]
+    assert cells[teacher]["values"] == [21.0, 23.0] and cells[teacher]["mean"] == 22.0
+    assert cells[teacher]["against_baseline"] == {"difference": 7.5, "ahead": 2, "paired": 2, "beyond_spread": True}
+    assert "self_training:mit_b0@teacher" not in cells  # its teachers were not scored
+    assert "| 22.00 ± 1.41 (2)<br>**+7.50** (2/2) |" in (tmp_path / "table.md").read_text()
