@@ -361,7 +361,9 @@ def check_values(c: ExperimentConfig) -> None:
     _require(s.mic_weight >= 0, "self_training.mic_weight", "must be >= 0")
     _require(0 <= s.mic_mask_ratio < 1, "self_training.mic_mask_ratio", "must be in [0, 1)")
     _require(s.mic_block_size >= 1, "self_training.mic_block_size", "must be >= 1")
-    if s.fdist_weight > 0:
+    if s.fdist_weight > 0 and c.method == "duda":  # the large student trains with the base method
+        _require(bool(m.auxiliary_pretrained), "self_training.fdist_weight", "feature distance needs model.auxiliary_pretrained")
+    elif s.fdist_weight > 0:
         _require(bool(m.student_pretrained), "self_training.fdist_weight", "feature distance needs model.student_pretrained")
 
     d = c.duda

@@ -7,6 +7,7 @@ One iteration (PAPER.md §2), with source batch (x_s, y_s) and target batch x_t:
   2. Teachers label: p = fuse(softmax(teacher(x_t)) for each teacher); y_hat = argmax p; q = confident share;
                      y_m, w_m mix (y_s, 1) with (y_hat, q)
   3. Large student:  CE(g_stu(x_s), y_s) + CE_w(g_stu(x_m), y_m, w_m)          -> step g_stu
+                     [+ ImageNet feature distance] [+ MIC]: self-training's step unchanged
   4. Small student:  CE(f(x_s), y_s) + h(t) * CE_{w*c}(f(x_m), y_m, w_m * c[y_m])
                      + lambda_KD(t) * T^2 KL(fuse(softmax(teacher(x_m)/T)) || softmax(f(x_m)/T))   -> step f
                      (kd_teacher_view clean: teacher(x_m) replaced by the mix of teacher(x_s) and teacher(x_t))
@@ -34,7 +35,7 @@ from duda_engine.config import ConfigError, ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.data.pipeline import TrainingData
 from duda_engine.distributed import average_gradients
-from duda_engine.methods.augment import classmix, mix, strong_augment
+from duda_engine.methods.augment import mix
 from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks, step_generator
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.inconsistency import InconsistencyWeights
@@ -42,6 +43,7 @@ from duda_engine.methods.losses import cross_entropy, distillation_loss
 from duda_engine.methods.precomputed import PrecomputedTeacher, at_temperature, describe, file_digest
 from duda_engine.methods.pseudo_labels import pseudo_label
 from duda_engine.methods.schedules import kd_weight
+from duda_engine.methods.self_training import base_method_backward, classmix_images, with_pseudo_labels
 from duda_engine.models import build_segmentor
 from duda_engine.student import load_student
 
@@ -97,13 +99,16 @@ class Duda:
         m, k = config.model, classes.num_classes
         self.auxiliary = build_segmentor(m.auxiliary, k, pretrained=m.auxiliary_pretrained).to(device)
         self.ema = make_ema_teacher(self.auxiliary)
+        # A frozen copy of the ImageNet-initialised auxiliary for the base method's feature distance.
+        self.auxiliary_imagenet = make_ema_teacher(self.auxiliary) if self.st.fdist_weight > 0 else None
         self.student = build_segmentor(m.student, k, pretrained=m.student_pretrained).to(device)
         self.student_ema = make_ema_teacher(self.student) if "student_ema" in self.duda.teachers else None
         precompute = self.duda.frozen_teachers_precompute
         self.frozen = [] if precompute else [self._load_frozen(path) for path in self.duda.frozen_teachers]
         self.frozen_on_target: list[PrecomputedTeacher] = []  # filled by prepare() when precomputing
         self.frozen_on_source: list[PrecomputedTeacher] = []
-        prepare_networks(config, *(n for n in (self.auxiliary, self.ema, self.student, self.student_ema) if n is not None))
+        networks = (self.auxiliary, self.ema, self.auxiliary_imagenet, self.student, self.student_ema)
+        prepare_networks(config, *(n for n in networks if n is not None))
         self.auxiliary_optimizer, self.auxiliary_scheduler = make_optimizer(self.auxiliary, config, device)
         self.optimizer, self.scheduler = make_optimizer(self.student, config, device)
         self.inconsistency = InconsistencyWeights(
@@ -192,11 +197,7 @@ class Duda:
 
         # 1. ClassMix (the mixed images need only the source labels) and strong augmentation.
         kd = kd_weight(step, total, d.pre_adaptation, d.ramp, d.ramp_shape, d.kd_weight)
-        mask, mixed_images = None, target.images
-        if st.classmix:
-            mask = classmix(source.labels, self.classes.num_classes, ignore, generator, st.classmix_on_device).to(self.device)
-            mixed_images = mix(mask, source.images, target.images)
-        mixed_images = strong_augment(mixed_images, st.color_jitter_strength, st.color_jitter_p, st.blur, generator)
+        mask, mixed_images = classmix_images(source, target, self.classes, st, generator, self.device)
 
         # 2. The teachers label the target batch. The steady teachers also predict now the images they
         #    will distil on (the mixed batch, or with kd_teacher_view clean the source batch whose
@@ -214,25 +215,18 @@ class Duda:
         fused = fuse(live + [at_temperature(t, 1.0) for t in stored_target], d.fusion)
         pseudo, pseudo_weight = pseudo_label(fused, st.pseudo_threshold, st.ignore_top, st.ignore_bottom)
         losses["pseudo/confident_share"] = pseudo_weight.mean()
-        if st.classmix:
-            mixed_labels = mix(mask, source.labels, pseudo)
-            mixed_weight = mix(mask, torch.ones_like(pseudo_weight), pseudo_weight)
-        else:
-            mixed_labels, mixed_weight = pseudo, pseudo_weight
+        mixed = with_pseudo_labels(mask, mixed_images, source, pseudo, pseudo_weight)
 
-        # 3. The large auxiliary student: the unchanged base method (source CE + pseudo-labelled CE).
+        # 3. The large auxiliary student: the unchanged base method (source CE + pseudo-labelled CE on the
+        #    mixed images, with the configured ImageNet feature distance and MIC), as self-training trains.
         self.auxiliary.train()
         self.auxiliary_optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.amp):
-            aux_source = cross_entropy(self.auxiliary(source.images), source.labels, ignore)
-        aux_source.backward()
-        with autocast(self.device, self.amp):
-            aux_target = cross_entropy(self.auxiliary(mixed_images), mixed_labels, ignore, mixed_weight)
-        aux_target.backward()
+        base = base_method_backward(self.auxiliary, self.auxiliary_imagenet, st, source, target, mixed, ignore,
+                                    generator, self.device, self.amp)
         average_gradients(self.auxiliary)
         self.auxiliary_optimizer.step()
         self.auxiliary_scheduler.step()
-        losses["aux/loss_source"], losses["aux/loss_target"] = aux_source.detach(), aux_target.detach()
+        losses.update({"aux/" + name.replace("/", "_"): value for name, value in base.items()})
 
         # 4a. The KD weight (1.) ramps up after pre-adaptation; the hard-label weight may hand over.
         hard = 1.0 - kd / d.kd_weight if d.handover and d.kd_weight > 0 else 1.0
@@ -247,7 +241,7 @@ class Duda:
         in_pre_adaptation = step < d.pre_adaptation * total
         use_inconsistency = d.inconsistency and (d.inconsistency_during_pre_adaptation or not in_pre_adaptation)
         class_weight = self.inconsistency.weights() if use_inconsistency else None
-        pixel_class_weight = class_weight[mixed_labels.clamp(max=self.classes.num_classes - 1)] if class_weight is not None else 1.0
+        pixel_class_weight = class_weight[mixed.labels.clamp(max=self.classes.num_classes - 1)] if class_weight is not None else 1.0
 
         # 4c. The small student: source CE, hard pseudo-labels, distillation from the fused teachers.
         self.student.train()
@@ -265,7 +259,7 @@ class Duda:
 
         with autocast(self.device, self.amp):
             mixed_logits = self.student(mixed_images)
-        student_target = cross_entropy(mixed_logits, mixed_labels, ignore, mixed_weight * pixel_class_weight)
+        student_target = cross_entropy(mixed_logits, mixed.labels, ignore, mixed.weight * pixel_class_weight)
         total_target = hard * student_target
         if kd > 0:
             soft = self.soft_labels_of_mixed(distil, mask, stored_source, stored_target)
@@ -320,6 +314,8 @@ class Duda:
         }
         if self.student_ema is not None:
             state["student_ema"] = self.student_ema.state_dict()
+        if self.auxiliary_imagenet is not None:
+            state["auxiliary_imagenet"] = self.auxiliary_imagenet.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -333,3 +329,5 @@ class Duda:
         self.inconsistency.load_state_dict(state["inconsistency"])
         if self.student_ema is not None:
             self.student_ema.load_state_dict(state["student_ema"])
+        if self.auxiliary_imagenet is not None:
+            self.auxiliary_imagenet.load_state_dict(state["auxiliary_imagenet"])

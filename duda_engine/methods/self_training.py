@@ -6,9 +6,12 @@ the heavyweight anchor when it is heavy. Rare class sampling happens in the data
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
-from duda_engine.config import ExperimentConfig
+import torch
+from torch import nn
+
+from duda_engine.config import ExperimentConfig, SelfTrainingConfig
 from duda_engine.data.classes import CITYSCAPES_THING_CLASSES, ClassSpec
 from duda_engine.distributed import average_gradients
 from duda_engine.methods.augment import block_mask, classmix, mix, strong_augment
@@ -39,58 +42,25 @@ class SelfTraining:
     def train_step(self, source: Batch, target: Batch, step: int) -> dict[str, torch.Tensor]:
         st, ignore = self.st, self.classes.ignore_index
         generator = step_generator(self.config.seed, step)
-        self.student.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        losses: dict[str, torch.Tensor] = {}
 
         # 1. The EMA teacher follows the student (alpha_t = min(1 - 1/(t+1), alpha)).
         update_ema(self.teacher, self.student, ema_alpha(step, st.ema_alpha))
 
-        # 2. Supervised loss on the source batch (+ ImageNet feature distance on thing classes).
-        with autocast(self.device, self.amp):
-            source_logits, source_features = self.student.forward_with_features(source.images)
-        source_loss = cross_entropy(source_logits, source.labels, ignore)
-        losses["loss/source"] = source_loss.detach()
-        if self.imagenet is not None:
-            with torch.no_grad(), autocast(self.device, self.amp):
-                _, imagenet_features = self.imagenet.forward_with_features(source.images)
-            fdist = feature_distance(source_features[-1], imagenet_features[-1], source.labels, CITYSCAPES_THING_CLASSES)
-            source_loss = source_loss + st.fdist_weight * fdist
-            losses["loss/fdist"] = fdist.detach()
-        source_loss.backward()
-
-        # 3. The teacher labels the target batch; weight = share of confident pixels.
+        # 2. The teacher labels the target batch; weight = share of confident pixels.
         with torch.no_grad(), autocast(self.device, self.amp):
             teacher_probs = torch.softmax(self.teacher(target.images).float(), dim=1)
         pseudo, pseudo_weight = pseudo_label(teacher_probs, st.pseudo_threshold, st.ignore_top, st.ignore_bottom)
+
+        # 3. ClassMix: half of each source image's classes pasted onto a target image, then strong augmentation.
+        mask, mixed_images = classmix_images(source, target, self.classes, st, generator, self.device)
+        mixed = with_pseudo_labels(mask, mixed_images, source, pseudo, pseudo_weight)
+
+        # 4. The student's losses (source, pseudo-labelled mixed images, optional feature distance and MIC).
+        self.student.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = base_method_backward(self.student, self.imagenet, st, source, target, mixed, ignore, generator,
+                                      self.device, self.amp)
         losses["pseudo/confident_share"] = pseudo_weight.mean()
-
-        # 4. ClassMix: half of each source image's classes pasted onto a target image, then strong augmentation.
-        if st.classmix:
-            mask = classmix(source.labels, self.classes.num_classes, ignore, generator, st.classmix_on_device).to(self.device)
-            mixed_images = mix(mask, source.images, target.images)
-            mixed_labels = mix(mask, source.labels, pseudo)
-            mixed_weight = mix(mask, torch.ones_like(pseudo_weight), pseudo_weight)
-        else:
-            mixed_images, mixed_labels, mixed_weight = target.images, pseudo, pseudo_weight
-        mixed_images = strong_augment(mixed_images, st.color_jitter_strength, st.color_jitter_p, st.blur, generator)
-
-        # 5. Pseudo-labelled loss on the mixed images.
-        with autocast(self.device, self.amp):
-            mixed_logits = self.student(mixed_images)
-        mixed_loss = cross_entropy(mixed_logits, mixed_labels, ignore, mixed_weight)
-        losses["loss/target"] = mixed_loss.detach()
-
-        # 6. MIC (optional): predict the teacher's labels from a target image with most blocks masked out.
-        if st.mic_weight > 0:
-            keep = block_mask(target.labels.shape, st.mic_block_size, st.mic_mask_ratio, generator, self.device)
-            with autocast(self.device, self.amp):
-                masked_logits = self.student(target.images * keep)
-            mic_loss = cross_entropy(masked_logits, pseudo, ignore, pseudo_weight)
-            mixed_loss = mixed_loss + st.mic_weight * mic_loss
-            losses["loss/mic"] = mic_loss.detach()
-        mixed_loss.backward()
-
         average_gradients(self.student)
         self.optimizer.step()
         self.scheduler.step()
@@ -115,3 +85,75 @@ class SelfTraining:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.imagenet is not None:
             self.imagenet.load_state_dict(state["imagenet"])
+
+
+@dataclass
+class MixedTarget:
+    """The target batch as the base method trains on it."""
+
+    pseudo: torch.Tensor  # the teachers' hard labels of the clean target images
+    pseudo_weight: torch.Tensor  # per pixel: the image's share of confident pixels (0 where ignored)
+    mask: torch.Tensor | None  # ClassMix: 1 where a pixel comes from the source image (None: no ClassMix)
+    images: torch.Tensor  # the mixed images after strong augmentation
+    labels: torch.Tensor  # source labels and pseudo-labels, mixed
+    weight: torch.Tensor  # 1 on source pixels, the pseudo-label weight on target pixels
+
+
+def classmix_images(
+    source: Batch, target: Batch, classes: ClassSpec, st: SelfTrainingConfig, generator: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """ClassMix (half of each source image's classes pasted onto a target image; needs only the source
+    labels) and strong augmentation: the mask (None without ClassMix) and the mixed images."""
+    mask, images = None, target.images
+    if st.classmix:
+        mask = classmix(source.labels, classes.num_classes, classes.ignore_index, generator, st.classmix_on_device).to(device)
+        images = mix(mask, source.images, target.images)
+    return mask, strong_augment(images, st.color_jitter_strength, st.color_jitter_p, st.blur, generator)
+
+
+def with_pseudo_labels(
+    mask: torch.Tensor | None, images: torch.Tensor, source: Batch, pseudo: torch.Tensor, pseudo_weight: torch.Tensor
+) -> MixedTarget:
+    """The mixed images' labels: source labels where the mask took the source, pseudo-labels elsewhere."""
+    if mask is None:
+        return MixedTarget(pseudo, pseudo_weight, None, images, pseudo, pseudo_weight)
+    labels = mix(mask, source.labels, pseudo)
+    weight = mix(mask, torch.ones_like(pseudo_weight), pseudo_weight)
+    return MixedTarget(pseudo, pseudo_weight, mask, images, labels, weight)
+
+
+def base_method_backward(
+    network: nn.Module, imagenet: nn.Module | None, st: SelfTrainingConfig, source: Batch, target: Batch,
+    mixed: MixedTarget, ignore: int, generator: torch.Generator, device: torch.device, amp: bool,
+) -> dict[str, torch.Tensor]:
+    """The base method's losses of one network, backpropagated (the caller steps its optimizer): source
+    cross-entropy (+ ImageNet feature distance on thing classes when ``imagenet`` is given), weighted
+    cross-entropy on the pseudo-labelled mixed images (+ MIC: the teachers' labels predicted from the
+    target images with most blocks masked out). DUDA's large student trains with this step unchanged."""
+    losses: dict[str, torch.Tensor] = {}
+    with autocast(device, amp):
+        source_logits, source_features = network.forward_with_features(source.images)
+    source_loss = cross_entropy(source_logits, source.labels, ignore)
+    losses["loss/source"] = source_loss.detach()
+    if imagenet is not None:
+        with torch.no_grad(), autocast(device, amp):
+            _, imagenet_features = imagenet.forward_with_features(source.images)
+        fdist = feature_distance(source_features[-1], imagenet_features[-1], source.labels, CITYSCAPES_THING_CLASSES)
+        source_loss = source_loss + st.fdist_weight * fdist
+        losses["loss/fdist"] = fdist.detach()
+    source_loss.backward()
+
+    with autocast(device, amp):
+        mixed_logits = network(mixed.images)
+    target_loss = cross_entropy(mixed_logits, mixed.labels, ignore, mixed.weight)
+    losses["loss/target"] = target_loss.detach()
+    if st.mic_weight > 0:
+        keep = block_mask(target.labels.shape, st.mic_block_size, st.mic_mask_ratio, generator, device)
+        with autocast(device, amp):
+            masked_logits = network(target.images * keep)
+        mic_loss = cross_entropy(masked_logits, mixed.pseudo, ignore, mixed.pseudo_weight)
+        target_loss = target_loss + st.mic_weight * mic_loss
+        losses["loss/mic"] = mic_loss.detach()
+    target_loss.backward()
+    return losses

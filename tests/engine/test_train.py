@@ -285,3 +285,41 @@ def test_the_distillation_target_is_the_teachers_view_of_the_mixed_or_the_clean_
         expected = torch.softmax(on_mixed / 2, dim=1)
     assert torch.allclose(soft, expected)
     assert torch.allclose(soft.sum(1), torch.ones(2, 8, 8))
+
+
+def test_the_large_student_takes_self_trainings_step_with_mic_and_feature_distance(tiny_domains, tmp_path):
+    """PAPER §2 step 3: DUDA's auxiliary trains with the base method unchanged. With MIC and the ImageNet
+    feature distance on, two DUDA steps move the auxiliary exactly as two self-training steps move a
+    student that starts from the same weights, with the same losses; the DUDA config asks for the
+    auxiliary's ImageNet weights, and its frozen ImageNet copy holds them. (The tiny classes include no
+    Cityscapes thing class, so the feature distance itself is 0 here; its value is tested in
+    test_building_blocks.)"""
+    from duda_engine.models import create_encoder, get_preset
+
+    weights = tmp_path / "imagenet_mit_b0.pth"
+    torch.manual_seed(0)
+    torch.save(create_encoder(get_preset("mit_b0")).state_dict(), weights)
+    data = tiny_config(tiny_domains, tmp_path / "run", "duda")
+    data["duda"]["teachers"] = ["ema"]
+    data["self_training"].update({"mic_weight": 1.0, "fdist_weight": 0.5, "pseudo_threshold": 0.0})
+    with pytest.raises(ConfigError, match="model.auxiliary_pretrained"):
+        config_from_dict(data)
+    data["model"].update({"student_pretrained": str(weights), "auxiliary_pretrained": str(weights)})
+    duda, source, target = method_and_first_batches(data)
+    self_training, _, _ = method_and_first_batches({**data, "method": "self_training"})
+    for network in (self_training.student, self_training.teacher, self_training.imagenet):
+        network.load_state_dict(duda.auxiliary.state_dict())
+
+    for step in (0, 1):  # at step 0 the network is its ImageNet copy: no feature distance yet
+        torch.manual_seed(step)
+        duda_losses = duda.train_step(source, target, step)
+        torch.manual_seed(step)
+        losses = self_training.train_step(source, target, step)
+        for name in ("source", "target", "mic", "fdist"):
+            assert duda_losses[f"aux/loss_{name}"].item() == pytest.approx(losses[f"loss/{name}"].item(), rel=1e-6), name
+    assert losses["loss/mic"] > 0 and losses["pseudo/confident_share"] == 1.0
+    for ours, theirs in zip(duda.auxiliary.parameters(), self_training.student.parameters(), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-6)
+    imagenet = torch.load(weights)
+    assert all(torch.equal(value, duda.auxiliary_imagenet.encoder.state_dict()[name]) for name, value in imagenet.items())
+    assert "auxiliary_imagenet" in duda.state_dict()

@@ -10,7 +10,7 @@ from duda_engine.methods.augment import block_mask, classmix_masks, classmix_mas
 from duda_engine.methods.duda import fuse
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.inconsistency import InconsistencyWeights
-from duda_engine.methods.losses import cross_entropy, distillation_loss
+from duda_engine.methods.losses import cross_entropy, distillation_loss, feature_distance
 from duda_engine.methods.pseudo_labels import pseudo_label
 from duda_engine.methods.schedules import kd_weight, lr_factor, ramp
 
@@ -164,3 +164,15 @@ def test_color_jitter_and_block_mask_are_reproducible():
     assert mask.shape == (2, 1, 64, 64)
     blocks = mask[:, 0, ::16, ::16]
     assert torch.equal(mask[:, 0], blocks.repeat_interleave(16, 1).repeat_interleave(16, 2))
+
+
+def test_feature_distance_is_the_mean_l2_over_thing_pixels_of_the_downsampled_labels():
+    features = torch.zeros(1, 2, 2, 2)
+    imagenet = torch.zeros(1, 2, 2, 2)
+    features[0, :, 0, 0] = torch.tensor([3.0, 4.0])  # distance 5 on a car pixel
+    features[0, :, 0, 1] = torch.tensor([1.0, 0.0])  # distance 1 on a person pixel
+    features[0, :, 1, 1] = torch.tensor([9.0, 9.0])  # on road: not a thing class, not counted
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)  # road
+    labels[0, :2, :2], labels[0, :2, 2:] = 13, 11  # car, person (each a 2x2 block -> one feature pixel)
+    assert feature_distance(features, imagenet, labels, (11, 13)).item() == pytest.approx(3.0)
+    assert feature_distance(features, imagenet, torch.zeros_like(labels), (11, 13)).item() == 0.0
