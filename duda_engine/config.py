@@ -94,6 +94,11 @@ class TrainConfig:
     max_val_images: int = 0  # evaluate on at most this many val images (0 = all)
 
 
+# DAFormer's feature distance compares features on the pixels of Cityscapes' "thing" classes.
+CITYSCAPES_THINGS = ("traffic light", "traffic sign", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
+                     "bicycle")
+
+
 @dataclass
 class SelfTrainingConfig:
     ema_alpha: float = 0.999  # upper bound of the EMA factor
@@ -109,6 +114,7 @@ class SelfTrainingConfig:
     rcs_temperature: float = 0.01
     rcs_min_pixels: int = 3000  # pixels of a class for an image to qualify, per 1024x512 label (scaled by area)
     fdist_weight: float = 0.0  # ImageNet feature distance (needs pretrained weights)
+    fdist_classes: list[str] = field(default_factory=lambda: list(CITYSCAPES_THINGS))  # the pixels it compares
     mic_weight: float = 0.0  # masked image consistency loss weight (0 = off)
     mic_mask_ratio: float = 0.7
     mic_block_size: int = 64

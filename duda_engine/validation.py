@@ -80,6 +80,11 @@ def validate_config(config: ExperimentConfig) -> None:
     resolve_device(config.train.device)
 
     classes = class_spec(config)
+    if config.method in ("self_training", "duda") and config.self_training.fdist_weight > 0:
+        for name in config.self_training.fdist_classes:
+            if name not in classes.names:
+                raise ConfigError("self_training.fdist_classes",
+                                  f"{name!r} is not a class of this run (classes: {', '.join(classes.names)})")
     needs_source = config.method != "oracle"
     checks = [("target", config.target.val_split, True)]
     if needs_source:

@@ -47,9 +47,6 @@ CITYSCAPES = ClassSpec(
     ),
 )
 
-# Cityscapes train ids of "thing" classes (DAFormer's feature-distance mask).
-CITYSCAPES_THING_CLASSES = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
-
 # SYNTHIA has no terrain, truck or train: reported over 16 classes, and 13 without wall, fence, pole.
 SYNTHIA_16_CLASSES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
 SYNTHIA_13_CLASSES = (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)

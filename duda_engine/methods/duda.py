@@ -221,7 +221,7 @@ class Duda:
         #    mixed images, with the configured ImageNet feature distance and MIC), as self-training trains.
         self.auxiliary.train()
         self.auxiliary_optimizer.zero_grad(set_to_none=True)
-        base = base_method_backward(self.auxiliary, self.auxiliary_imagenet, st, source, target, mixed, ignore,
+        base = base_method_backward(self.auxiliary, self.auxiliary_imagenet, st, self.classes, source, target, mixed,
                                     generator, self.device, self.amp)
         average_gradients(self.auxiliary)
         self.auxiliary_optimizer.step()

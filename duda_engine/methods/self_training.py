@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from duda_engine.config import ExperimentConfig, SelfTrainingConfig
-from duda_engine.data.classes import CITYSCAPES_THING_CLASSES, ClassSpec
+from duda_engine.data.classes import ClassSpec
 from duda_engine.distributed import average_gradients
 from duda_engine.methods.augment import block_mask, classmix, mix, strong_augment
 from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks, step_generator
@@ -40,7 +40,7 @@ class SelfTraining:
         self.optimizer, self.scheduler = make_optimizer(self.student, config, device)
 
     def train_step(self, source: Batch, target: Batch, step: int) -> dict[str, torch.Tensor]:
-        st, ignore = self.st, self.classes.ignore_index
+        st = self.st
         generator = step_generator(self.config.seed, step)
 
         # 1. The EMA teacher follows the student (alpha_t = min(1 - 1/(t+1), alpha)).
@@ -58,7 +58,7 @@ class SelfTraining:
         # 4. The student's losses (source, pseudo-labelled mixed images, optional feature distance and MIC).
         self.student.train()
         self.optimizer.zero_grad(set_to_none=True)
-        losses = base_method_backward(self.student, self.imagenet, st, source, target, mixed, ignore, generator,
+        losses = base_method_backward(self.student, self.imagenet, st, self.classes, source, target, mixed, generator,
                                       self.device, self.amp)
         losses["pseudo/confident_share"] = pseudo_weight.mean()
         average_gradients(self.student)
@@ -124,14 +124,15 @@ def with_pseudo_labels(
 
 
 def base_method_backward(
-    network: nn.Module, imagenet: nn.Module | None, st: SelfTrainingConfig, source: Batch, target: Batch,
-    mixed: MixedTarget, ignore: int, generator: torch.Generator, device: torch.device, amp: bool,
+    network: nn.Module, imagenet: nn.Module | None, st: SelfTrainingConfig, classes: ClassSpec, source: Batch,
+    target: Batch, mixed: MixedTarget, generator: torch.Generator, device: torch.device, amp: bool,
 ) -> dict[str, torch.Tensor]:
     """The base method's losses of one network, backpropagated (the caller steps its optimizer): source
-    cross-entropy (+ ImageNet feature distance on thing classes when ``imagenet`` is given), weighted
+    cross-entropy (+ ImageNet feature distance on ``st.fdist_classes`` when ``imagenet`` is given), weighted
     cross-entropy on the pseudo-labelled mixed images (+ MIC: the teachers' labels predicted from the
     target images with most blocks masked out). DUDA's large student trains with this step unchanged."""
     losses: dict[str, torch.Tensor] = {}
+    ignore = classes.ignore_index
     with autocast(device, amp):
         source_logits, source_features = network.forward_with_features(source.images)
     source_loss = cross_entropy(source_logits, source.labels, ignore)
@@ -139,7 +140,8 @@ def base_method_backward(
     if imagenet is not None:
         with torch.no_grad(), autocast(device, amp):
             _, imagenet_features = imagenet.forward_with_features(source.images)
-        fdist = feature_distance(source_features[-1], imagenet_features[-1], source.labels, CITYSCAPES_THING_CLASSES)
+        things = tuple(classes.names.index(name) for name in st.fdist_classes)
+        fdist = feature_distance(source_features[-1], imagenet_features[-1], source.labels, things)
         source_loss = source_loss + st.fdist_weight * fdist
         losses["loss/fdist"] = fdist.detach()
     source_loss.backward()

@@ -291,10 +291,10 @@ def test_the_large_student_takes_self_trainings_step_with_mic_and_feature_distan
     """PAPER §2 step 3: DUDA's auxiliary trains with the base method unchanged. With MIC and the ImageNet
     feature distance on, two DUDA steps move the auxiliary exactly as two self-training steps move a
     student that starts from the same weights, with the same losses; the DUDA config asks for the
-    auxiliary's ImageNet weights, and its frozen ImageNet copy holds them. (The tiny classes include no
-    Cityscapes thing class, so the feature distance itself is 0 here; its value is tested in
-    test_building_blocks.)"""
+    auxiliary's ImageNet weights and feature-distance classes of this run, and its frozen ImageNet copy
+    holds those weights."""
     from duda_engine.models import create_encoder, get_preset
+    from duda_engine.validation import validate_config
 
     weights = tmp_path / "imagenet_mit_b0.pth"
     torch.manual_seed(0)
@@ -305,6 +305,9 @@ def test_the_large_student_takes_self_trainings_step_with_mic_and_feature_distan
     with pytest.raises(ConfigError, match="model.auxiliary_pretrained"):
         config_from_dict(data)
     data["model"].update({"student_pretrained": str(weights), "auxiliary_pretrained": str(weights)})
+    with pytest.raises(ConfigError, match="self_training.fdist_classes: 'traffic light' is not a class of this run"):
+        validate_config(config_from_dict(data))
+    data["self_training"]["fdist_classes"] = ["ground", "box", "disc"]  # at 32x32 the last stage has one pixel
     duda, source, target = method_and_first_batches(data)
     self_training, _, _ = method_and_first_batches({**data, "method": "self_training"})
     for network in (self_training.student, self_training.teacher, self_training.imagenet):
@@ -317,7 +320,7 @@ def test_the_large_student_takes_self_trainings_step_with_mic_and_feature_distan
         losses = self_training.train_step(source, target, step)
         for name in ("source", "target", "mic", "fdist"):
             assert duda_losses[f"aux/loss_{name}"].item() == pytest.approx(losses[f"loss/{name}"].item(), rel=1e-6), name
-    assert losses["loss/mic"] > 0 and losses["pseudo/confident_share"] == 1.0
+    assert losses["loss/mic"] > 0 and losses["loss/fdist"] > 0 and losses["pseudo/confident_share"] == 1.0
     for ours, theirs in zip(duda.auxiliary.parameters(), self_training.student.parameters(), strict=True):
         assert torch.allclose(ours, theirs, atol=1e-6)
     imagenet = torch.load(weights)
