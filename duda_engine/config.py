@@ -367,10 +367,9 @@ def check_values(c: ExperimentConfig) -> None:
     _require(s.mic_weight >= 0, "self_training.mic_weight", "must be >= 0")
     _require(0 <= s.mic_mask_ratio < 1, "self_training.mic_mask_ratio", "must be in [0, 1)")
     _require(s.mic_block_size >= 1, "self_training.mic_block_size", "must be >= 1")
-    if s.fdist_weight > 0 and c.method == "duda":  # the large student trains with the base method
-        _require(bool(m.auxiliary_pretrained), "self_training.fdist_weight", "feature distance needs model.auxiliary_pretrained")
-    elif s.fdist_weight > 0:
-        _require(bool(m.student_pretrained), "self_training.fdist_weight", "feature distance needs model.student_pretrained")
+    if s.fdist_weight > 0:  # in DUDA the large student trains with the base method
+        weights = "auxiliary_pretrained" if c.method == "duda" else "student_pretrained"
+        _require(bool(getattr(m, weights)), "self_training.fdist_weight", f"feature distance needs model.{weights}")
 
     d = c.duda
     _require(0 <= d.pre_adaptation <= 1, "duda.pre_adaptation", "must be a share in [0, 1]")

@@ -93,7 +93,6 @@ class MixedTarget:
 
     pseudo: torch.Tensor  # the teachers' hard labels of the clean target images
     pseudo_weight: torch.Tensor  # per pixel: the image's share of confident pixels (0 where ignored)
-    mask: torch.Tensor | None  # ClassMix: 1 where a pixel comes from the source image (None: no ClassMix)
     images: torch.Tensor  # the mixed images after strong augmentation
     labels: torch.Tensor  # source labels and pseudo-labels, mixed
     weight: torch.Tensor  # 1 on source pixels, the pseudo-label weight on target pixels
@@ -117,10 +116,10 @@ def with_pseudo_labels(
 ) -> MixedTarget:
     """The mixed images' labels: source labels where the mask took the source, pseudo-labels elsewhere."""
     if mask is None:
-        return MixedTarget(pseudo, pseudo_weight, None, images, pseudo, pseudo_weight)
+        return MixedTarget(pseudo, pseudo_weight, images, pseudo, pseudo_weight)
     labels = mix(mask, source.labels, pseudo)
     weight = mix(mask, torch.ones_like(pseudo_weight), pseudo_weight)
-    return MixedTarget(pseudo, pseudo_weight, mask, images, labels, weight)
+    return MixedTarget(pseudo, pseudo_weight, images, labels, weight)
 
 
 def base_method_backward(
