@@ -16,8 +16,9 @@ A column is a run as toy_runs names it: SPEC, then ``+KEY=VALUE`` for each extra
 teacher at the end (``toy_runs --score-teachers``; in a DUDA run the large network's). One run
 (benchmark, column, seed, iterations) may be in several reports. ``--since COMMIT`` keeps, of the
 methods in ``--code-sensitive`` (default: duda), only runs trained on COMMIT or a later commit
-(``code`` in the report; runs from before toy_runs recorded it have none and are dropped). Two records of one run with different results are an error
-unless one was trained on a later commit than the other, which is then kept.
+(``code`` in the report; runs from before toy_runs recorded it have none and are dropped). Two
+records of one run with different results are an error unless one was trained on a later commit than
+the other, which is then kept.
 """
 
 from __future__ import annotations
