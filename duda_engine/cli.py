@@ -29,16 +29,31 @@ USER_ERRORS = (ConfigError, DatasetError, CheckpointError, PretrainedWeightsErro
 
 
 class ConsoleCallbacks(Callbacks):
-    """A progress bar with ETA, a line per evaluation, sample PNGs under ``<output_dir>/samples``."""
+    """A progress bar with ETA, a line per evaluation, sample PNGs under ``<output_dir>/samples`` and the
+    training curve (losses and schedules every ``train.log_interval`` steps) in ``<output_dir>/metrics.jsonl``."""
 
     def __init__(self, output_dir: Path, quiet: bool = False):
         self.output_dir, self.quiet = output_dir, quiet
+        self.metrics_file = output_dir / "metrics.jsonl"
         self.bar: tqdm | None = None
 
     def on_start(self, total_steps, start_step):
         self.bar = tqdm(total=total_steps, initial=start_step, unit="it", dynamic_ncols=True, disable=self.quiet)
+        self.keep_metrics_up_to(start_step)
+
+    def keep_metrics_up_to(self, step: int) -> None:
+        """A resumed run logs again the steps after its checkpoint: drop the earlier start's lines for them."""
+        if not self.metrics_file.exists():
+            return
+        lines = self.metrics_file.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        partial = self.metrics_file.with_suffix(".jsonl.tmp")
+        partial.write_text("".join(kept))
+        partial.replace(self.metrics_file)
 
     def on_metrics(self, step, values):
+        with self.metrics_file.open("a") as out:
+            out.write(json.dumps({"step": step, **values}) + "\n")
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
             shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}

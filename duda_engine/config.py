@@ -138,6 +138,10 @@ class DudaConfig:
     inconsistency_gamma: float = 1.0
     inconsistency_momentum: float = 0.99
     inconsistency_clip: list[float] = field(default_factory=lambda: [0.5, 3.0])
+    # classes: the weights' mean over the classes is 1 (PAPER §2), so on a batch where the frequent,
+    # agreed classes weigh < 1 the target loss shrinks; pixels: rescaled on each batch to mean 1 over
+    # its labelled pixels as the loss weighs them, so the target loss keeps self-training's scale.
+    inconsistency_normalise: str = "classes"
     inconsistency_on_kd: bool = False
     inconsistency_during_pre_adaptation: bool = False
     teachers: list[str] = field(default_factory=lambda: ["ema"])  # ema, auxiliary, student_ema
@@ -386,6 +390,7 @@ def check_values(c: ExperimentConfig) -> None:
         "duda.inconsistency_clip",
         "must be [low, high] with 0 < low <= 1 <= high",
     )
+    _require(d.inconsistency_normalise in ("classes", "pixels"), "duda.inconsistency_normalise", "must be classes or pixels")
     for i, teacher in enumerate(d.teachers):
         _require(teacher in ("ema", "auxiliary", "student_ema"), f"duda.teachers[{i}]", "must be ema, auxiliary or student_ema")
     _require(bool(d.teachers) or bool(d.frozen_teachers), "duda.teachers", "DUDA needs at least one teacher")

@@ -14,7 +14,8 @@ One iteration (PAPER.md §2), with source batch (x_s, y_s) and target batch x_t:
 
 lambda_KD(t) is 0 during pre-adaptation and then ramps up (gradual distillation); h(t) = 1, or
 1 - lambda_KD(t)/lambda_KD in the hand-over reading; c are the inconsistency weights of the classes
-on which the small student still disagrees with the teachers.
+on which the small student still disagrees with the teachers (mean 1 over the classes, or with
+``duda.inconsistency_normalise: pixels`` over each batch's labelled pixels).
 
 Teachers are the EMA teacher and optionally the auxiliary, the small student's own EMA and frozen
 networks from earlier runs; frozen ones run live or, with ``duda.frozen_teachers_precompute``, are
@@ -240,8 +241,10 @@ class Duda:
         self.inconsistency.update(student_target, pseudo, ignore)
         in_pre_adaptation = step < d.pre_adaptation * total
         use_inconsistency = d.inconsistency and (d.inconsistency_during_pre_adaptation or not in_pre_adaptation)
-        class_weight = self.inconsistency.weights() if use_inconsistency else None
-        pixel_class_weight = class_weight[mixed.labels.clamp(max=self.classes.num_classes - 1)] if class_weight is not None else 1.0
+        pixel_class_weight, losses["inconsistency/pixel_mean"] = 1.0, torch.tensor(1.0)  # how they scale the loss
+        if use_inconsistency:
+            pixel_class_weight, losses["inconsistency/pixel_mean"] = self.inconsistency.per_pixel(
+                mixed.labels, mixed.weight, ignore, d.inconsistency_normalise)
 
         # 4c. The small student: source CE, hard pseudo-labels, distillation from the fused teachers.
         self.student.train()
@@ -263,7 +266,7 @@ class Duda:
         total_target = hard * student_target
         if kd > 0:
             soft = self.soft_labels_of_mixed(distil, mask, stored_source, stored_target)
-            kd_pixel_weight = pixel_class_weight if (d.inconsistency_on_kd and class_weight is not None) else None
+            kd_pixel_weight = pixel_class_weight if (d.inconsistency_on_kd and use_inconsistency) else None
             kd_target = distillation_loss(mixed_logits, soft, d.temperature, kd_pixel_weight)
             total_target = total_target + kd * kd_target
             losses["loss/kd"] = kd_target.detach()

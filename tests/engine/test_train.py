@@ -93,6 +93,24 @@ def test_resume_continues_exactly(tiny_domains, tmp_path, method):
                 assert second.metrics[step][name] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, name)
 
 
+def test_the_cli_writes_the_training_curve_and_a_resumed_run_does_not_repeat_steps(tiny_domains, tmp_path):
+    from duda_engine.cli import ConsoleCallbacks
+
+    class StopsAfter(ConsoleCallbacks):
+        def should_stop(self):
+            return self.metrics_file.exists() and len(self.metrics_file.read_text().splitlines()) >= 4
+
+    config = config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "duda"))
+    assert train(config, StopsAfter(tmp_path / "run", quiet=True)).cancelled  # checkpoint at step 4
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with metrics.open("a") as out:  # what a crashed start logged after its last checkpoint
+        out.write(json.dumps({"step": 5, "loss/source": -1.0}) + "\n")
+    train(config, ConsoleCallbacks(tmp_path / "run", quiet=True))
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert all(line["loss/source"] > 0 and "inconsistency/pixel_mean" in line and "lr" in line for line in lines)
+
+
 def test_cancel_stops_with_a_checkpoint(tiny_domains, tmp_path):
     recorder = Recorder(stop_after=2)
     result = train(config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "self_training")), recorder)
@@ -326,3 +344,19 @@ def test_the_large_student_takes_self_trainings_step_with_mic_and_feature_distan
     imagenet = torch.load(weights)
     assert all(torch.equal(value, duda.auxiliary_imagenet.encoder.state_dict()[name]) for name, value in imagenet.items())
     assert "auxiliary_imagenet" in duda.state_dict()
+
+
+def test_inconsistency_weights_normalised_per_pixel_keep_the_target_loss_scale(tiny_domains, tmp_path):
+    """Same networks, same first batches: normalised over the classes the weights scale the small
+    student's pseudo-labelled loss by their pixel mean (logged); over the pixels they do not."""
+    target_losses = {}
+    for normalise in ("classes", "pixels"):
+        data = tiny_config(tiny_domains, tmp_path / normalise, "duda")
+        data["duda"] = {"kd_weight": 0.0, "inconsistency_during_pre_adaptation": True, "inconsistency_momentum": 0.0,
+                        "inconsistency_normalise": normalise}
+        torch.manual_seed(0)  # the same initial weights for both
+        method, source, target = method_and_first_batches(data)
+        losses = method.train_step(source, target, 0)
+        target_losses[normalise], pixel_mean = losses["loss/target"].item(), losses["inconsistency/pixel_mean"].item()
+    assert pixel_mean != pytest.approx(1.0, abs=1e-3)  # the crafted case: the weights do scale the loss
+    assert target_losses["pixels"] == pytest.approx(target_losses["classes"] / pixel_mean, rel=1e-5)

@@ -136,6 +136,24 @@ def test_inconsistency_weights_favour_the_disagreeing_class():
     assert clipped.weights().mean().item() == pytest.approx(1.0)
 
 
+def test_inconsistency_weights_per_pixel_scale_the_loss_or_keep_its_scale():
+    weights = InconsistencyWeights(3, gamma=1.0, momentum=0.0, clip=(0.1, 10.0))
+    weights.update(torch.tensor([[0, 0, 0, 1, 1, 1]]), torch.tensor([[0, 0, 0, 1, 2, 2]]), 255)
+    c = weights.weights()  # u = (0, 2/3, 1): c = 3u / (5/3) = (0, 1.2, 1.8), clipped to 0.1, mean 1 again
+    assert torch.allclose(c, torch.tensor([0.1, 1.2, 1.8]) / (3.1 / 3))
+    labels = torch.tensor([[0, 0, 0, 0, 1, 255], [2, 2, 0, 0, 0, 0]])
+    loss_weight = torch.tensor([[1.0, 1, 1, 1, 0.5, 1], [1, 1, 1, 1, 1, 1]])
+    per_class, mean = weights.per_pixel(labels, loss_weight, 255, "classes")
+    assert torch.allclose(per_class[0, :5], c[[0, 0, 0, 0, 1]]) and torch.allclose(per_class[1], c[[2, 2, 0, 0, 0, 0]])
+    by_hand = (8 * c[0] + 0.5 * c[1] + 2 * c[2]) / 10.5  # the ignored pixel counts nowhere
+    assert mean.item() == pytest.approx(by_hand.item()) and mean.item() < 1  # the agreed frequent class shrinks the loss
+    per_pixel, same_mean = weights.per_pixel(labels, loss_weight, 255, "pixels")
+    assert same_mean.item() == pytest.approx(by_hand.item())
+    valid = (labels != 255).float() * loss_weight
+    assert ((per_pixel * valid).sum() / valid.sum()).item() == pytest.approx(1.0)
+    assert torch.allclose(per_pixel / per_class, torch.full_like(per_pixel, 1 / by_hand.item()))  # same ratios
+
+
 def test_gradual_distillation_schedule():
     # 1000 iterations, pre-adaptation 25%, ramp 25%
     values = [kd_weight(s, 1000, 0.25, 0.25, "linear", 2.0) for s in (0, 249, 250, 375, 500, 900)]
