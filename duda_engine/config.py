@@ -115,6 +115,7 @@ class SelfTrainingConfig:
     rcs_min_pixels: int = 3000  # pixels of a class for an image to qualify, per 1024x512 label (scaled by area)
     fdist_weight: float = 0.0  # ImageNet feature distance (needs pretrained weights)
     fdist_classes: list[str] = field(default_factory=lambda: list(CITYSCAPES_THINGS))  # the pixels it compares
+    target_weight: float = 1.0  # weight of the pseudo-labelled loss on the mixed images (DAFormer: 1)
     mic_weight: float = 0.0  # masked image consistency loss weight (0 = off)
     mic_mask_ratio: float = 0.7
     mic_block_size: int = 64
@@ -369,6 +370,7 @@ def check_values(c: ExperimentConfig) -> None:
     _require(s.rcs_min_pixels >= 0, "self_training.rcs_min_pixels", "must be >= 0")
     _require(s.fdist_weight >= 0, "self_training.fdist_weight", "must be >= 0")
     _require(s.mic_weight >= 0, "self_training.mic_weight", "must be >= 0")
+    _require(s.target_weight >= 0, "self_training.target_weight", "must be >= 0")
     _require(0 <= s.mic_mask_ratio < 1, "self_training.mic_mask_ratio", "must be in [0, 1)")
     _require(s.mic_block_size >= 1, "self_training.mic_block_size", "must be >= 1")
     if s.fdist_weight > 0:  # in DUDA the large student trains with the base method

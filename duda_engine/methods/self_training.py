@@ -127,9 +127,10 @@ def base_method_backward(
     target: Batch, mixed: MixedTarget, generator: torch.Generator, device: torch.device, amp: bool,
 ) -> dict[str, torch.Tensor]:
     """The base method's losses of one network, backpropagated (the caller steps its optimizer): source
-    cross-entropy (+ ImageNet feature distance on ``st.fdist_classes`` when ``imagenet`` is given), weighted
-    cross-entropy on the pseudo-labelled mixed images (+ MIC: the teachers' labels predicted from the
-    target images with most blocks masked out). DUDA's large student trains with this step unchanged."""
+    cross-entropy (+ ImageNet feature distance on ``st.fdist_classes`` when ``imagenet`` is given),
+    ``st.target_weight`` times the weighted cross-entropy on the pseudo-labelled mixed images (+ MIC: the
+    teachers' labels predicted from the target images with most blocks masked out). DUDA's large student
+    trains with this step unchanged."""
     losses: dict[str, torch.Tensor] = {}
     ignore = classes.ignore_index
     with autocast(device, amp):
@@ -147,8 +148,9 @@ def base_method_backward(
 
     with autocast(device, amp):
         mixed_logits = network(mixed.images)
-    target_loss = cross_entropy(mixed_logits, mixed.labels, ignore, mixed.weight)
-    losses["loss/target"] = target_loss.detach()
+    pseudo_labelled = cross_entropy(mixed_logits, mixed.labels, ignore, mixed.weight)
+    losses["loss/target"] = pseudo_labelled.detach()
+    target_loss = st.target_weight * pseudo_labelled
     if st.mic_weight > 0:
         keep = block_mask(target.labels.shape, st.mic_block_size, st.mic_mask_ratio, generator, device)
         with autocast(device, amp):

@@ -360,3 +360,19 @@ def test_inconsistency_weights_normalised_per_pixel_keep_the_target_loss_scale(t
         target_losses[normalise], pixel_mean = losses["loss/target"].item(), losses["inconsistency/pixel_mean"].item()
     assert pixel_mean != pytest.approx(1.0, abs=1e-3)  # the crafted case: the weights do scale the loss
     assert target_losses["pixels"] == pytest.approx(target_losses["classes"] / pixel_mean, rel=1e-5)
+
+
+def test_self_trainings_target_weight_scales_the_pseudo_labelled_gradient(tiny_domains, tmp_path):
+    """The gradient of one step is the source term plus ``target_weight`` times the pseudo-labelled term."""
+    gradients = {}
+    for weight in (0.0, 0.5, 1.0):
+        data = tiny_config(tiny_domains, tmp_path / str(weight), "self_training")
+        data["self_training"] = {**data["self_training"], "target_weight": weight}
+        torch.manual_seed(0)
+        method, source, target = method_and_first_batches(data)
+        torch.manual_seed(1)  # the same dropout in every run
+        method.train_step(source, target, 0)
+        gradients[weight] = torch.cat([p.grad.flatten() for p in method.student.parameters() if p.grad is not None])
+    target_term = gradients[1.0] - gradients[0.0]
+    assert target_term.abs().max() > 1e-3
+    assert torch.allclose(gradients[0.5] - gradients[0.0], 0.5 * target_term, atol=1e-6)
