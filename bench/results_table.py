@@ -300,8 +300,8 @@ def main(argv: list[str]) -> int:
     text = markdown(rows, args.columns, args.baseline, argv, notes, args.labels)
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.with_suffix(".json").write_text(json.dumps({"argv": argv, "rows": rows, "notes": notes}, indent=1) + "\n")
-        args.report.with_suffix(".md").write_text(text)
+        Path(f"{args.report}.json").write_text(json.dumps({"argv": argv, "rows": rows, "notes": notes}, indent=1) + "\n")
+        Path(f"{args.report}.md").write_text(text)
     print(text)
     return 0
 

@@ -270,10 +270,9 @@ def main(argv: list[str]) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         records = list(pool.map(lambda job: run_job(job, Path(args.out).resolve(), args.eval_interval, args.score_teachers), jobs))
     rows = summarise(records)
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.with_suffix(".json").write_text(json.dumps({"argv": argv, "runs": records, "summary": rows}, indent=1) + "\n")
-    report.with_suffix(".md").write_text(markdown(rows, argv))
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)  # REPORT may hold dots: append, not with_suffix
+    Path(f"{args.report}.json").write_text(json.dumps({"argv": argv, "runs": records, "summary": rows}, indent=1) + "\n")
+    Path(f"{args.report}.md").write_text(markdown(rows, argv))
     print(markdown(rows, argv))
     failed = [r for r in records if r["status"] != "ok"]
     for record in failed:

@@ -49,9 +49,9 @@ def test_the_table_gives_means_paired_differences_and_the_gap_closed(tmp_path):
     done = subprocess.run([sys.executable, "bench/results_table.py", str(report), "--iterations", "400", "--columns", *columns,
                            "--baseline", "self_training:mit_b0", "--bounds", "source_only:mit_b0", "oracle:mit_b0",
                            "--labels", "SO", "ST", "DUDA no KD", "oracle", "--benchmarks", "toy_gta2real",
-                           "--report", str(tmp_path / "table")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                           "--report", str(tmp_path / "table_0.64")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    rows = json.loads((tmp_path / "table.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "table_0.64.json").read_text())["rows"]  # a dot in REPORT: appended
     row = rows[0]
     assert len(rows) == 1 and row["benchmark"] == "toy_gta2real"
     self_training, distilled = row["cells"]["self_training:mit_b0"], row["cells"][duda]
@@ -62,7 +62,7 @@ def test_the_table_gives_means_paired_differences_and_the_gap_closed(tmp_path):
     assert "against_baseline" not in row["cells"]["oracle:mit_b0"]  # the bounds are not compared
     assert list(distilled["best_classes"])[0] == "road" and distilled["best_classes"]["road"] == 36.0
     assert distilled["classes_at_zero"] == [] and len(distilled["worst_classes"]) == 2
-    table = (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table_0.64.md").read_text()
     assert "| 18.00 ± 1.00 (3)<br>**+3.00** (3/3)<br>gap 40 % |" in table
     assert "| benchmark | SO | ST | DUDA no KD | oracle |" in table
     assert "| toy_gta2real | self_training:mit_b0 | 14.00 (s0) / 15.00 (s1) / 16.00 (s2) |" in table

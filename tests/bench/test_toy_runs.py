@@ -19,7 +19,7 @@ TINY = ["train.crop_size=[64,64]", "train.batch_size=1", "train.max_val_images=3
 def run_grid(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "bench/toy_runs.py", "--benchmarks", "toy_gta2real",
                "--runs", "source_only:mit_b0", "duda:mit_b0:mit_b0", "--seeds", "0", "1", "--iterations", "2",
-               "--eval-interval", "1", "--jobs", "2", "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "report"),
+               "--eval-interval", "1", "--jobs", "2", "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "report_lr_0.5"),
                *[arg for pair in TINY for arg in ("--set", pair)], *extra]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
@@ -28,7 +28,7 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     ensure_toy_data()
     completed = run_grid(tmp_path)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / "report_lr_0.5.json").read_text())
     assert len(report["runs"]) == 4 and all(r["status"] == "ok" for r in report["runs"])
     for record in report["runs"]:
         assert [step for step, _ in record["evaluations"]] == [1, 2]  # the curve is parsed from the log
@@ -40,7 +40,7 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     duda = summary["duda:mit_b0:mit_b0"]
     values = [r["final_miou"] for r in report["runs"] if r["spec"] == "duda:mit_b0:mit_b0"]
     assert duda["seeds"] == [0, 1] and duda["mean"] == sum(values) / 2 and len(duda["worst_classes"]) == 3
-    table = (tmp_path / "report.md").read_text()
+    table = (tmp_path / "report_lr_0.5.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| toy_gta2real | duda:mit_b0:mit_b0 "))
     assert "`train.batch_size=1`" in row and f"| 2 | {duda['mean']:.2f} ± {duda['std']:.2f} |" in row
     assert table.startswith("Command: `python bench/toy_runs.py --benchmarks toy_gta2real")
@@ -61,7 +61,7 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
 
     again = run_grid(tmp_path, "--score-teachers")  # every result.json exists: nothing is trained again
     assert again.returncode == 0 and "done toy_gta2real" not in again.stdout, again.stderr[-2000:]
-    rescored = json.loads((tmp_path / "report.json").read_text())
+    rescored = json.loads((tmp_path / "report_lr_0.5.json").read_text())
     assert [row["values"] for row in rescored["summary"]] == [row["values"] for row in report["summary"]]
     for record in rescored["runs"]:
         teacher_file = tmp_path / "runs" / record["job"] / "teacher_eval.json"
@@ -73,7 +73,7 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
             assert scored["step"] == 2 and scored["preset"] == "mit_b0" and scored["checkpoint"].endswith("checkpoint_0000002.pt")
             assert 0 <= scored["miou"] <= 100 and set(record["teacher_per_class"]) == set(record["per_class"])
     teachers = [r["teacher_miou"] for r in rescored["runs"] if r["spec"] == "duda:mit_b0:mit_b0"]
-    table = (tmp_path / "report.md").read_text()
+    table = (tmp_path / "report_lr_0.5.md").read_text()
     assert f"| toy_gta2real | duda:mit_b0:mit_b0 `{'` `'.join(TINY)}` | {teachers[0]:.2f} / {teachers[1]:.2f} |" in table
 
     # A run whose checkpoints were deleted: its teacher is reported as not scored, the grid goes on.
@@ -81,6 +81,6 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     shutil.rmtree(run_dir / "checkpoints")
     partial = run_grid(tmp_path, "--score-teachers")
     assert partial.returncode == 0 and "teacher not scored" in partial.stderr and "no full checkpoint" in partial.stderr
-    record = next(r for r in json.loads((tmp_path / "report.json").read_text())["runs"] if run_dir.as_posix().endswith(r["job"]))
+    record = next(r for r in json.loads((tmp_path / "report_lr_0.5.json").read_text())["runs"] if run_dir.as_posix().endswith(r["job"]))
     assert record["teacher_miou"] is None and "no full checkpoint" in record["teacher_error"]
-    assert f"`{'` `'.join(TINY)}` | – / {teachers[1]:.2f} |" in (tmp_path / "report.md").read_text()  # seed 0's run
+    assert f"`{'` `'.join(TINY)}` | – / {teachers[1]:.2f} |" in (tmp_path / "report_lr_0.5.md").read_text()  # seed 0's run
