@@ -49,8 +49,10 @@ class Job:
 
     @property
     def name(self) -> str:
+        """The run's folder under ``--out``: every setting that changes its result is in it (the same run
+        at another length must not find this one's result.json)."""
         suffix = "".join(f"+{pair}" for pair in self.extra)
-        return f"{self.benchmark}/{self.spec.replace(':', '-')}{suffix}/seed{self.seed}"
+        return f"{self.benchmark}/{self.spec.replace(':', '-')}{suffix}/seed{self.seed}-{self.iterations}it"
 
     def overrides(self, output_dir: Path) -> list[str]:
         parts = self.spec.split(":")

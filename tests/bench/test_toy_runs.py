@@ -76,6 +76,10 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     table = (tmp_path / "report_lr_0.5.md").read_text()
     assert f"| toy_gta2real | duda:mit_b0:mit_b0 `{'` `'.join(TINY)}` | {teachers[0]:.2f} / {teachers[1]:.2f} |" in table
 
+    longer = run_grid(tmp_path, "--runs", "source_only:mit_b0", "--seeds", "0", "--iterations", "3", "--eval-interval", "1")
+    assert longer.returncode == 0 and "done toy_gta2real/source_only-mit_b0" in longer.stdout  # not the 2-iteration run's result
+    assert [step for step, _ in json.loads((tmp_path / "report_lr_0.5.json").read_text())["runs"][0]["evaluations"]] == [1, 2, 3]
+
     # A run whose checkpoints were deleted: its teacher is reported as not scored, the grid goes on.
     run_dir = tmp_path / "runs" / next(r["job"] for r in rescored["runs"] if r["spec"] == "duda:mit_b0:mit_b0")
     shutil.rmtree(run_dir / "checkpoints")
