@@ -42,11 +42,19 @@ class ConsoleCallbacks(Callbacks):
         self.keep_metrics_up_to(start_step)
 
     def keep_metrics_up_to(self, step: int) -> None:
-        """A resumed run logs again the steps after its checkpoint: drop the earlier start's lines for them."""
+        """A resumed run logs again the steps after its checkpoint: drop the earlier start's lines for them
+        (and a line a killed process left half-written)."""
         if not self.metrics_file.exists():
             return
+
+        def logged_step(line: str) -> int | None:
+            try:
+                return int(json.loads(line)["step"])
+            except (ValueError, KeyError, TypeError):
+                return None
+
         lines = self.metrics_file.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in lines if (logged := logged_step(line)) is not None and logged <= step]
         partial = self.metrics_file.with_suffix(".jsonl.tmp")
         partial.write_text("".join(kept))
         partial.replace(self.metrics_file)

@@ -103,8 +103,8 @@ def test_the_cli_writes_the_training_curve_and_a_resumed_run_does_not_repeat_ste
     config = config_from_dict(tiny_config(tiny_domains, tmp_path / "run", "duda"))
     assert train(config, StopsAfter(tmp_path / "run", quiet=True)).cancelled  # checkpoint at step 4
     metrics = tmp_path / "run" / "metrics.jsonl"
-    with metrics.open("a") as out:  # what a crashed start logged after its last checkpoint
-        out.write(json.dumps({"step": 5, "loss/source": -1.0}) + "\n")
+    with metrics.open("a") as out:  # what a crashed start logged after its last checkpoint, the last line cut short
+        out.write(json.dumps({"step": 5, "loss/source": -1.0}) + "\n" + '{"step": 6, "loss/sou')
     train(config, ConsoleCallbacks(tmp_path / "run", quiet=True))
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
