@@ -28,6 +28,14 @@ from duda_engine.validation import class_spec, resolve_device
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, PretrainedWeightsError)
 
 
+def logged_step(line: str) -> int | None:
+    """The step of a ``metrics.jsonl`` line; None for a line that does not parse (cut short by a kill)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class ConsoleCallbacks(Callbacks):
     """A progress bar with ETA, a line per evaluation, sample PNGs under ``<output_dir>/samples`` and the
     training curve (losses and schedules every ``train.log_interval`` steps) in ``<output_dir>/metrics.jsonl``."""
@@ -46,13 +54,6 @@ class ConsoleCallbacks(Callbacks):
         (and a line a killed process left half-written)."""
         if not self.metrics_file.exists():
             return
-
-        def logged_step(line: str) -> int | None:
-            try:
-                return int(json.loads(line)["step"])
-            except (ValueError, KeyError, TypeError):
-                return None
-
         lines = self.metrics_file.read_text().splitlines(keepends=True)
         kept = [line for line in lines if (logged := logged_step(line)) is not None and logged <= step]
         partial = self.metrics_file.with_suffix(".jsonl.tmp")

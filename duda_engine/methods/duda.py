@@ -241,10 +241,11 @@ class Duda:
         self.inconsistency.update(student_target, pseudo, ignore)
         in_pre_adaptation = step < d.pre_adaptation * total
         use_inconsistency = d.inconsistency and (d.inconsistency_during_pre_adaptation or not in_pre_adaptation)
-        pixel_class_weight, losses["inconsistency/pixel_mean"] = 1.0, torch.tensor(1.0)  # how they scale the loss
         if use_inconsistency:
-            pixel_class_weight, losses["inconsistency/pixel_mean"] = self.inconsistency.per_pixel(
-                mixed.labels, mixed.weight, ignore, d.inconsistency_normalise)
+            pixel_class_weight, pixel_mean = self.inconsistency.per_pixel(mixed.labels, mixed.weight, ignore, d.inconsistency_normalise)
+        else:
+            pixel_class_weight, pixel_mean = 1.0, torch.tensor(1.0)
+        losses["inconsistency/pixel_mean"] = pixel_mean  # the factor by which the weights scale the target loss
 
         # 4c. The small student: source CE, hard pseudo-labels, distillation from the fused teachers.
         self.student.train()
