@@ -18,7 +18,10 @@ teacher at the end (``toy_runs --score-teachers``; in a DUDA run the large netwo
 methods in ``--code-sensitive`` (default: duda), only runs trained on COMMIT or a later commit
 (``code`` in the report; runs from before toy_runs recorded it have none and are dropped). Two
 records of one run with different results are an error unless one was trained on a later commit than
-the other, which is then kept.
+the other, which is then kept. ``--same RUN COLUMN`` counts runs named RUN as COLUMN: one
+configuration spelt two ways (``duda:mit_b1:mit_b0+duda.kd_weight=1+duda.kd_teacher_view=clean`` from
+the commit on which the toy configs turned KD off, ``duda:mit_b1:mit_b0+duda.kd_teacher_view=clean``
+before it, when KD was on by default).
 """
 
 from __future__ import annotations
@@ -61,11 +64,13 @@ def column_name(record: dict) -> str:
     return record["spec"] + "".join(f"+{pair}" for pair in record["extra"])
 
 
-def scores(record: dict) -> list[tuple[str, dict[str, float]]]:
-    """A record's (column, per-class IoU) pairs: the run's student, and its EMA teacher when scored."""
-    found = [(column_name(record), record["per_class"])]
+def scores(record: dict, same: dict[str, str]) -> list[tuple[str, dict[str, float]]]:
+    """A record's (column, per-class IoU) pairs: the run's student, and its EMA teacher when scored;
+    a run named in ``same`` counts as the column it names."""
+    column = same.get(column_name(record), column_name(record))
+    found = [(column, record["per_class"])]
     if record.get("teacher_per_class"):
-        found.append((column_name(record) + TEACHER, record["teacher_per_class"]))
+        found.append((column + TEACHER, record["teacher_per_class"]))
     return found
 
 
@@ -126,7 +131,7 @@ class Commits:
 
 
 def load_runs(reports: list[Path], iterations: int, since: str | None, code_sensitive: set[str],
-              commits: Commits) -> tuple[list[Run], list[str]]:
+              commits: Commits, same: dict[str, str] | None = None) -> tuple[list[Run], list[str]]:
     """Every successful run of ``iterations`` in the reports, one record per run; and notes on what was dropped."""
     kept: dict[tuple, Run] = {}
     notes: list[str] = []
@@ -148,7 +153,7 @@ def load_runs(reports: list[Path], iterations: int, since: str | None, code_sens
                 notes.append(f"dropped {benchmark} {column_name(record)} seed {record['seed']} from {report} "
                              f"(trained on {' '.join(code) or 'unrecorded code'}, before {since})")
                 continue
-            for column, all_classes in scores(record):
+            for column, all_classes in scores(record, same or {}):
                 per_class = scored(all_classes, subsets[benchmark])
                 run = Run(benchmark, column, record["seed"], iterations, miou(per_class), per_class, code, str(report))
                 keep(kept, run, commits, notes)
@@ -284,8 +289,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--benchmarks", nargs="+", help="only these benchmarks (default: every one in the reports)")
     parser.add_argument("--since", help="keep runs of --code-sensitive methods trained on this commit or later only")
     parser.add_argument("--code-sensitive", nargs="+", default=["duda"], help="methods --since applies to")
+    parser.add_argument("--same", nargs=2, action="append", default=[], metavar=("RUN", "COLUMN"),
+                        help="count runs named RUN as COLUMN (one configuration spelt two ways); repeatable")
     parser.add_argument("--report", type=Path, help="also write REPORT.json and REPORT.md")
     args = parser.parse_args(argv)
+    same = dict(args.same)
     missing = [str(path) for path in args.reports if not path.is_file()]
     if missing:
         raise SystemExit(f"error: no such report: {', '.join(missing)}")
@@ -293,7 +301,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"error: --labels names {len(args.labels)} columns, --columns has {len(args.columns)}")
     if args.baseline and args.baseline not in args.columns:
         raise SystemExit(f"error: --baseline {args.baseline} is not one of --columns")
-    runs, notes = load_runs(args.reports, args.iterations, args.since, set(args.code_sensitive), Commits(REPO))
+    runs, notes = load_runs(args.reports, args.iterations, args.since, set(args.code_sensitive), Commits(REPO), same)
     if args.benchmarks:
         runs = [run for run in runs if run.benchmark in args.benchmarks]
     rows = build_table(runs, args.columns, args.baseline, tuple(args.bounds) if args.bounds else None)

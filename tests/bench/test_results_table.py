@@ -154,3 +154,25 @@ def test_a_teacher_column_scores_the_runs_ema_teachers(tmp_path):
     assert cells[teacher]["against_baseline"] == {"difference": 7.5, "ahead": 2, "paired": 2, "beyond_spread": True}
     assert "self_training:mit_b0@teacher" not in cells  # its teachers were not scored
     assert "| 22.00 ± 1.41 (2)<br>**+7.50** (2/2) |" in (tmp_path / "table.md").read_text()
+
+
+def test_same_counts_a_run_spelt_another_way_as_the_column_it_names(tmp_path):
+    old, new = "duda.kd_teacher_view=clean", "duda.kd_weight=1"
+    runs = [record("toy_gta2real", "duda:mit_b1:mit_b0", s, flat(15 + s), extra=[old]) for s in (0, 1)]
+    spelt_out = record("toy_gta2real", "duda:mit_b1:mit_b0", 2, flat(20), extra=[new, old])
+    spelt_out["teacher_per_class"] = flat(30)
+    runs += [spelt_out, record("toy_gta2real", "self_training:mit_b0", 2, flat(10))]
+    report = write_report(tmp_path / "grid.json", runs)
+    column = f"duda:mit_b1:mit_b0+{old}"
+
+    def table(*same: str) -> dict:
+        done = subprocess.run([sys.executable, "bench/results_table.py", str(report), "--iterations", "400",
+                               "--columns", column, f"{column}@teacher", "--report", str(tmp_path / "table"), *same],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads((tmp_path / "table.json").read_text())["rows"][0]["cells"]
+
+    assert table()[column]["seeds"] == [0, 1]  # without --same the spelt-out run is another column
+    cells = table("--same", f"duda:mit_b1:mit_b0+{new}+{old}", column)
+    assert cells[column]["seeds"] == [0, 1, 2] and cells[column]["values"] == [16.0, 17.0, 21.0]
+    assert cells[f"{column}@teacher"]["values"] == [31.0]  # its teacher follows it
