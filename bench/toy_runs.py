@@ -11,6 +11,9 @@ continues where it stopped. ``--score-teachers`` also scores each self-training 
 teacher on the target (``eval --network teacher``; for DUDA the large network's), tabulated beside its
 student. The report is ``<report>.json`` (every run: final mIoU, the evaluations along the way,
 per-class IoU, wall time, the exact command) and ``<report>.md`` (mean ± std over seeds).
+``{seed}`` in a ``--set`` value is the run's seed (``--set duda.frozen_teachers=[runs/heavy/seed{seed}/student.pt]``:
+each seed's run takes the frozen teacher trained with its seed; the report names the run with ``{seed}``,
+so the seeds are one column).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class Job:
     def name(self) -> str:
         """The run's folder under ``--out``: every setting that changes its result is in it (the same run
         at another length must not find this one's result.json)."""
-        suffix = "".join(f"+{pair}" for pair in self.extra)
+        suffix = "".join(f"+{pair}" for pair in self.extra).replace("/", "%")  # a path in a value: one folder
         return f"{self.benchmark}/{self.spec.replace(':', '-')}{suffix}/seed{self.seed}-{self.iterations}it"
 
     def overrides(self, output_dir: Path) -> list[str]:
@@ -66,7 +69,7 @@ class Job:
             if len(parts) != 2:
                 raise SystemExit(f"error: {self.spec}: write METHOD:STUDENT")
             pairs.append(f"model.student={parts[1]}")
-        return pairs + self.extra
+        return pairs + [pair.replace("{seed}", str(self.seed)) for pair in self.extra]
 
     def command(self, output_dir: Path) -> list[str]:
         args = ["python", "-m", "duda_engine", "train", "--config", f"configs/toy/{self.benchmark}.yaml"]

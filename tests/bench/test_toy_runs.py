@@ -11,6 +11,9 @@ from importlib import metadata
 from tests.conftest import REPO_ROOT
 from tests.workers.support import ensure_toy_data
 
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+import toy_runs  # noqa: E402
+
 TINY = ["train.crop_size=[64,64]", "train.batch_size=1", "train.max_val_images=3", "train.num_workers=0",
         "train.num_samples=0", "train.checkpoint_interval=1", "self_training.rare_class_sampling=false",
         "optim.warmup_iters=1"]
@@ -88,3 +91,13 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     record = next(r for r in json.loads((tmp_path / "report_lr_0.5.json").read_text())["runs"] if run_dir.as_posix().endswith(r["job"]))
     assert record["teacher_miou"] is None and "no full checkpoint" in record["teacher_error"]
     assert f"`{'` `'.join(TINY)}` | – / {teachers[1]:.2f} |" in (tmp_path / "report_lr_0.5.md").read_text()  # seed 0's run
+
+
+def test_a_seed_placeholder_gives_each_seed_its_own_value_and_the_seeds_one_name(tmp_path):
+    extra = ["duda.frozen_teachers=[runs/heavy/seed{seed}/student.pt]"]
+    jobs = [toy_runs.Job("toy_synthia2real", "duda:mit_b1:mit_b0", seed, 400, extra) for seed in (0, 2)]
+    assert [job.overrides(tmp_path)[-1] for job in jobs] == [
+        "duda.frozen_teachers=[runs/heavy/seed0/student.pt]", "duda.frozen_teachers=[runs/heavy/seed2/student.pt]"]
+    assert "--set" in jobs[1].command(tmp_path) and "duda.frozen_teachers=[runs/heavy/seed2/student.pt]" in jobs[1].command(tmp_path)
+    folder = "toy_synthia2real/duda-mit_b1-mit_b0+duda.frozen_teachers=[runs%heavy%seed{seed}%student.pt]"
+    assert [job.name for job in jobs] == [f"{folder}/seed0-400it", f"{folder}/seed2-400it"]  # a path's slashes: one folder
