@@ -116,6 +116,10 @@ class SelfTrainingConfig:
     fdist_weight: float = 0.0  # ImageNet feature distance (needs pretrained weights)
     fdist_classes: list[str] = field(default_factory=lambda: list(CITYSCAPES_THINGS))  # the pixels it compares
     target_weight: float = 1.0  # weight of the pseudo-labelled loss on the mixed images (DAFormer: 1)
+    # A training-mode pass without gradients over the clean target batch each step, before the losses: the
+    # student's BatchNorm running statistics see target-only batches too (AdaBN-like; DAFormer: off). In DUDA
+    # both students get it.
+    target_batchnorm: bool = False
     mic_weight: float = 0.0  # masked image consistency loss weight (0 = off)
     mic_mask_ratio: float = 0.7
     mic_block_size: int = 64

@@ -66,6 +66,15 @@ def autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+@torch.no_grad()
+def update_batchnorm_statistics(network: nn.Module, images: torch.Tensor, device: torch.device, amp: bool) -> None:
+    """One training-mode forward pass without gradients, its output discarded: each BatchNorm layer's
+    running statistics take one momentum step towards ``images``' batch statistics (nothing else changes)."""
+    network.train()
+    with autocast(device, amp):
+        network(images)
+
+
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     """A CPU generator whose draws depend only on (seed, step, stream): augmentations survive a resume."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)

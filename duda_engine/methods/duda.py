@@ -37,7 +37,14 @@ from duda_engine.data.classes import ClassSpec
 from duda_engine.data.pipeline import TrainingData
 from duda_engine.distributed import average_gradients
 from duda_engine.methods.augment import mix
-from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks, step_generator
+from duda_engine.methods.common import (
+    Batch,
+    autocast,
+    make_optimizer,
+    prepare_networks,
+    step_generator,
+    update_batchnorm_statistics,
+)
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.inconsistency import InconsistencyWeights
 from duda_engine.methods.losses import cross_entropy, distillation_loss
@@ -236,7 +243,10 @@ class Duda:
         distil = self.distillation_logits(steady, views) if kd > 0 else {}
 
         # 4b. Inconsistency weights: classes where the small student disagrees with the teachers weigh more.
-        #     Its labels come from a prediction (eval mode: no dropout, its BatchNorm statistics untouched).
+        #     Its labels come from a prediction (eval mode: no dropout, its BatchNorm statistics untouched;
+        #     with self_training.target_batchnorm they take a step towards the clean target batch first).
+        if st.target_batchnorm:
+            update_batchnorm_statistics(self.student, target.images, self.device, self.amp)
         student_target = teacher_logits([self.student], [target.images], self.device, self.amp)[0][0].argmax(1)
         self.inconsistency.update(student_target, pseudo, ignore)
         in_pre_adaptation = step < d.pre_adaptation * total

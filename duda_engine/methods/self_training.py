@@ -15,7 +15,14 @@ from duda_engine.config import ExperimentConfig, SelfTrainingConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.distributed import average_gradients
 from duda_engine.methods.augment import block_mask, classmix, mix, strong_augment
-from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks, step_generator
+from duda_engine.methods.common import (
+    Batch,
+    autocast,
+    make_optimizer,
+    prepare_networks,
+    step_generator,
+    update_batchnorm_statistics,
+)
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.losses import cross_entropy, feature_distance
 from duda_engine.methods.pseudo_labels import pseudo_label
@@ -129,10 +136,13 @@ def base_method_backward(
     """The base method's losses of one network, backpropagated (the caller steps its optimizer): source
     cross-entropy (+ ImageNet feature distance on ``st.fdist_classes`` when ``imagenet`` is given),
     ``st.target_weight`` times the weighted cross-entropy on the pseudo-labelled mixed images (+ MIC: the
-    teachers' labels predicted from the target images with most blocks masked out). DUDA's large student
-    trains with this step unchanged."""
+    teachers' labels predicted from the target images with most blocks masked out). With
+    ``st.target_batchnorm`` the network's BatchNorm statistics first see the clean target batch. DUDA's
+    large student trains with this step unchanged."""
     losses: dict[str, torch.Tensor] = {}
     ignore = classes.ignore_index
+    if st.target_batchnorm:
+        update_batchnorm_statistics(network, target.images, device, amp)
     with autocast(device, amp):
         source_logits, source_features = network.forward_with_features(source.images)
     source_loss = cross_entropy(source_logits, source.labels, ignore)

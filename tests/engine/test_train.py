@@ -272,6 +272,33 @@ def test_the_small_student_trains_on_two_forward_passes_and_only_predicts_the_ta
     assert method.student.training
 
 
+@pytest.mark.parametrize("method_name", ["self_training", "duda"])
+def test_target_batchnorm_adds_one_statistics_pass_over_the_clean_target_batch(tiny_domains, tmp_path, method_name):
+    """With ``self_training.target_batchnorm`` every self-training student (DUDA's two) runs one more
+    training-mode pass per step, on the clean target images, and its BatchNorm statistics move with it."""
+    running_means, passes = {}, {}
+    for switch in (False, True):
+        data = tiny_config(tiny_domains, tmp_path / str(switch), method_name)
+        data["self_training"] = {**data["self_training"], "target_batchnorm": switch}
+        torch.manual_seed(0)
+        method, source, target = method_and_first_batches(data)
+        students = [method.student] + ([method.auxiliary] if method_name == "duda" else [])
+        inputs = {id(s): [] for s in students}
+        for student in students:
+            student.register_forward_pre_hook(lambda module, args, seen=inputs: seen[id(module)].append((module.training, args[0])))
+        batchnorm = next(m for m in method.student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        torch.manual_seed(1)
+        method.train_step(source, target, 0)
+        passes[switch] = [int(batchnorm.num_batches_tracked)]
+        for student in students:
+            training_passes = [images for training, images in inputs[id(student)] if training]
+            assert any(torch.equal(images, target.images) for images in training_passes) == switch
+            passes[switch].append(len(training_passes))
+        running_means[switch] = batchnorm.running_mean.clone()
+    assert [p + 1 for p in passes[False]] == passes[True]  # one more BN step and one more pass per student
+    assert not torch.allclose(running_means[False], running_means[True])
+
+
 @pytest.mark.parametrize("view", ["mixed", "clean"])
 def test_the_distillation_target_is_the_teachers_view_of_the_mixed_or_the_clean_images(tiny_domains, tmp_path, view):
     """``kd_teacher_view: clean``: the teacher predicts the clean source and target images and its two

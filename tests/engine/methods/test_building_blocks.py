@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from duda_engine.methods.augment import block_mask, classmix_masks, classmix_masks_on_device, color_jitter, mix
+from duda_engine.methods.common import update_batchnorm_statistics
 from duda_engine.methods.duda import fuse
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.inconsistency import InconsistencyWeights
@@ -194,3 +195,21 @@ def test_feature_distance_is_the_mean_l2_over_thing_pixels_of_the_downsampled_la
     labels[0, :2, :2], labels[0, :2, 2:] = 13, 11  # car, person (each a 2x2 block -> one feature pixel)
     assert feature_distance(features, imagenet, labels, (11, 13)).item() == pytest.approx(3.0)
     assert feature_distance(features, imagenet, torch.zeros_like(labels), (11, 13)).item() == 0.0
+
+
+def test_a_batchnorm_statistics_pass_moves_only_the_running_statistics():
+    """One momentum step (0.1) of each BatchNorm layer's running mean and (unbiased) variance towards the
+    batch's statistics; weights, gradients and the output path untouched."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    network.eval()
+    weights = [p.detach().clone() for p in network.parameters()]
+    images = torch.rand(2, 3, 8, 8) * 3 + 1
+    features = network[0](images).detach()
+    update_batchnorm_statistics(network, images, torch.device("cpu"), amp=False)
+    batchnorm = network[1]
+    assert torch.allclose(batchnorm.running_mean, 0.1 * features.mean(dim=(0, 2, 3)), atol=1e-6)
+    assert torch.allclose(batchnorm.running_var, 0.9 + 0.1 * features.var(dim=(0, 2, 3), unbiased=True), atol=1e-5)
+    assert int(batchnorm.num_batches_tracked) == 1
+    assert all(torch.equal(a, b) for a, b in zip(weights, network.parameters(), strict=True))
+    assert all(p.grad is None for p in network.parameters())
