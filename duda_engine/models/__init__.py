@@ -9,17 +9,31 @@ Public API::
 """
 
 from duda_engine.models.heads import DAFormerHead, DeepLabV2Head, SegFormerHead, build_head
-from duda_engine.models.presets import PRESETS, Preset, UnknownPresetError, get_preset, preset_names
-from duda_engine.models.segmentor import IMAGENET_MEAN, IMAGENET_STD, Segmentor, build_segmentor, create_encoder
+from duda_engine.models.presets import (
+    IMAGENET_MEAN,
+    IMAGENET_NORMALIZATION,
+    IMAGENET_STD,
+    PRESETS,
+    TENSORFLOW_NORMALIZATION,
+    Normalization,
+    Preset,
+    UnknownPresetError,
+    get_preset,
+    preset_names,
+)
+from duda_engine.models.segmentor import Segmentor, build_segmentor, create_encoder
 from duda_engine.models.weights import LoadReport, PretrainedWeightsError, count_parameters, load_pretrained_encoder
 
 __all__ = [
     "IMAGENET_MEAN",
+    "IMAGENET_NORMALIZATION",
     "IMAGENET_STD",
     "PRESETS",
+    "TENSORFLOW_NORMALIZATION",
     "DAFormerHead",
     "DeepLabV2Head",
     "LoadReport",
+    "Normalization",
     "Preset",
     "PretrainedWeightsError",
     "SegFormerHead",

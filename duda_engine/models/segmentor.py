@@ -1,9 +1,9 @@
 """The segmentation network every method trains: normalise → timm encoder → decode head → upsample.
 
 ``build_segmentor("mit_b0", num_classes=19, pretrained="")`` makes one from a preset
-(:mod:`duda_engine.models.presets`). Images go in as float ``[B, 3, H, W]`` in ``[0, 1]``; the ImageNet
-normalisation is the model's first step, so data pipelines, teachers and exported models all take the
-same raw images. Logits come out ``[B, K, H, W]`` at the input size (bilinear, ``align_corners=False``).
+(:mod:`duda_engine.models.presets`). Images go in as float ``[B, 3, H, W]`` in ``[0, 1]``; the preset's
+input normalisation (ImageNet mean/std, or 0.5/0.5 for the EfficientNet-Lite presets) is the model's first
+step, so data pipelines, teachers, ``predict`` and exported models all take the same raw images. Logits come out ``[B, K, H, W]`` at the input size (bilinear, ``align_corners=False``).
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ from duda_engine.models.heads import build_head
 from duda_engine.models.presets import Preset, get_preset
 from duda_engine.models.weights import load_pretrained_encoder
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 class Segmentor(nn.Module):
     """An encoder-decoder segmentation network built from a preset.
 
     Attributes: ``preset`` (its name), ``num_classes``, ``encoder`` (timm, ``features_only``),
-    ``decoder`` (the head), and the non-persistent ``mean``/``std`` buffers used to normalise inputs.
+    ``decoder`` (the head), and the non-persistent ``mean``/``std`` buffers used to normalise inputs
+    (the preset's :class:`~duda_engine.models.presets.Normalization`).
     """
 
     def __init__(self, preset: str, encoder: nn.Module, decoder: nn.Module, num_classes: int):
@@ -36,11 +34,12 @@ class Segmentor(nn.Module):
         self.num_classes = num_classes
         self.encoder = encoder
         self.decoder = decoder
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        normalization = get_preset(preset).normalization
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` images in ``[0, 1]`` → ImageNet-normalised images."""
+        """``[B, 3, H, W]`` images in ``[0, 1]`` → images normalised as the preset's encoder expects."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {list(images.shape)}")
         return (images - self.mean) / self.std
