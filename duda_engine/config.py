@@ -59,8 +59,8 @@ class DatasetConfig:
 class ModelConfig:
     student: str = "mit_b0"  # the deployed network (every method trains it)
     auxiliary: str = "mit_b5"  # DUDA's large student and EMA teacher
-    student_pretrained: str = ""  # local ImageNet weights file for the student's encoder
-    auxiliary_pretrained: str = ""  # local ImageNet weights file for the auxiliary encoder
+    student_pretrained: str = ""  # the student encoder's ImageNet weights: a local file, "imagenet" (its package) or ""
+    auxiliary_pretrained: str = ""  # the auxiliary encoder's ImageNet weights: a file, "imagenet" or ""
 
 
 @dataclass

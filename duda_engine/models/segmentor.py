@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from duda_engine.models.heads import build_head
+from duda_engine.models.imagenet import IMAGENET, load_imagenet_encoder
 from duda_engine.models.presets import Preset, get_preset
 from duda_engine.models.weights import load_pretrained_encoder
 
@@ -87,15 +88,18 @@ def create_encoder(preset: Preset) -> nn.Module:
 def build_segmentor(name: str, num_classes: int, pretrained: str = "") -> Segmentor:
     """A fresh :class:`Segmentor` for preset ``name``.
 
-    ``pretrained`` is a local ImageNet weights file for the encoder ("" = random init); a wrong name raises
-    :class:`~duda_engine.models.presets.UnknownPresetError`, a bad file
-    :class:`~duda_engine.models.weights.PretrainedWeightsError`.
+    ``pretrained`` is a local ImageNet weights file for the encoder, ``"imagenet"`` for the weights of the
+    preset's installed weights package (:mod:`duda_engine.models.imagenet`), or "" for random init. A
+    wrong name raises :class:`~duda_engine.models.presets.UnknownPresetError`; a bad file, a missing
+    package or a preset without such a package :class:`~duda_engine.models.weights.PretrainedWeightsError`.
     """
     preset = get_preset(name)
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     encoder = create_encoder(preset)
-    if pretrained:
+    if pretrained == IMAGENET:
+        load_imagenet_encoder(encoder, preset)
+    elif pretrained:
         load_pretrained_encoder(encoder, pretrained)
     channels = encoder.feature_info.channels()
     decoder = build_head(preset.head, channels, num_classes, preset.head_width)
