@@ -49,8 +49,17 @@ class BinaryRenderer(BaseRenderer):
 
 
 class RunPagination(LimitOffsetPagination):
+    """``limit`` and ``offset`` in ASCII digits (400 otherwise), clamped to what can be served."""
+
     default_limit = 100
     max_limit = 500
+
+    def get_limit(self, request):
+        return inputs.int_param(request.query_params, self.limit_query_param, default=self.default_limit, low=1,
+                                high=self.max_limit)
+
+    def get_offset(self, request):
+        return inputs.int_param(request.query_params, self.offset_query_param, default=0, low=0, high=inputs.MAX_ID)
 
 
 class RunListCreateApi(APIView):
