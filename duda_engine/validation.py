@@ -51,6 +51,12 @@ def _check_file(field: str, path: str, what: str) -> None:
         raise ConfigError(field, f"{what} {path} does not exist")
 
 
+def _check_weights(field: str, path: str) -> None:
+    if path == IMAGENET:  # a weights source the engine provides by name (checked above), not a file
+        return
+    _check_file(field, path, "weights file")
+
+
 def _image_size_of(config_name: str, config: ExperimentConfig) -> tuple[int, int]:
     """(W, H) of the first training image after resize-to-fit, for the crop check."""
     d = getattr(config, config_name)
@@ -79,8 +85,8 @@ def validate_config(config: ExperimentConfig) -> None:
                 imagenet_weights_file(get_preset(getattr(m, network)))
             except PretrainedWeightsError as error:
                 raise ConfigError(f"model.{network}_pretrained", str(error)) from None
-    _check_file("model.student_pretrained", m.student_pretrained, "weights file")
-    _check_file("model.auxiliary_pretrained", m.auxiliary_pretrained, "weights file")
+    _check_weights("model.student_pretrained", m.student_pretrained)
+    _check_weights("model.auxiliary_pretrained", m.auxiliary_pretrained)
     for i, path in enumerate(config.duda.frozen_teachers if config.method == "duda" else []):
         _check_file(f"duda.frozen_teachers[{i}]", path, "teacher checkpoint")
     resolve_device(config.train.device)

@@ -19,6 +19,7 @@ DATA_DIR = Path(os.environ.get("DUDA_DATA_DIR", BASE_DIR / "var")).resolve()
 RUNS_DIR = DATA_DIR / "runs"
 DATASETS_ROOT = Path(os.environ["DUDA_DATASETS_ROOT"]).resolve() if os.environ.get("DUDA_DATASETS_ROOT") else None
 TOY_CACHE_DIR = Path(os.environ.get("DUDA_TOY_CACHE", BASE_DIR / "data" / "toy")).resolve()
+WEIGHTS_DIR = Path(os.environ.get("DUDA_WEIGHTS_DIR", DATA_DIR / "weights")).resolve()  # weights files a launch may name
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
