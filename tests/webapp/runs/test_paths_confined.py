@@ -122,9 +122,12 @@ def test_a_weights_file_of_the_weights_folder_is_accepted(api, weights_dir, fiel
     section, key = field.split(".")
     stored = response.json()["config"][section][key]
     assert stored == str(weights_dir.resolve() / "segformer_b0_imagenet.pth")
+    presets_with_imagenet_weights = {"method": "duda", "student": "lite0", "auxiliary": "lite2"}
     for source in ("imagenet", ""):
-        response = api.post("/api/runs/", {**TOY, "overrides": nested(field, source)}, format="json")
-        assert response.status_code == 201 and response.json()["config"][section][key] == source
+        response = api.post("/api/runs/", {**TOY, **presets_with_imagenet_weights, "overrides": {field: source}},
+                            format="json")
+        assert response.status_code == 201, response.json()
+        assert response.json()["config"][section][key] == source
 
 
 def test_a_custom_dataset_may_not_lead_out_of_its_folder(api, settings, tmp_path, bobs_student):
