@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -147,3 +148,18 @@ def ensure_toy_data() -> None:
 
 def queue_length() -> int:
     return redis.Redis.from_url(os.environ["REDIS_URL"]).llen("celery")
+
+
+@contextlib.contextmanager
+def broker_unreachable() -> Iterator[None]:
+    """This process's Celery app sends its messages to a closed port: the broker is down for it alone
+    (the shared Redis server keeps serving everyone else)."""
+    from workers.celery_app import app
+
+    saved = app.conf.broker_write_url, app._pool, app.amqp._producer_pool
+    app.conf.broker_write_url = "redis://127.0.0.1:1/0"
+    app._pool, app.amqp._producer_pool = None, None
+    try:
+        yield
+    finally:
+        app.conf.broker_write_url, app._pool, app.amqp._producer_pool = saved
