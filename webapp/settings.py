@@ -99,7 +99,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Queue and live updates -----------------------------------------------------------------
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    # An unreachable broker fails a launch's send within seconds (the run stays queued, is sent again).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600, "socket_connect_timeout": 3}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
