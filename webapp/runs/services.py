@@ -438,23 +438,22 @@ def run_cancel(*, user, run_id: int) -> Run:
 
 def run_resume(*, user, run_id: int) -> Run:
     """Queue a failed or cancelled run again (its worker resumes from the latest checkpoint), or send a
-    queued run to the queue again (its message may have been lost; a duplicate is ignored)."""
+    queued run to the queue again (its message may have been lost; a worker ignores the second copy)."""
     run = selectors.run_get(user=user, run_id=run_id)
-    if run.status == RunStatus.QUEUED:
-        with transaction.atomic():
-            run = Run.objects.select_for_update().get(pk=run.pk)
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.status == RunStatus.QUEUED:
             run.save(update_fields=["updated_at"])  # the reaper's clock for queued runs starts again
             RunEvent.objects.create(run=run, message=f"sent to the queue again by {user.get_username()}")
-            transaction.on_commit(lambda: _enqueue(run.pk))
-        return run
-    if not run.can_resume:
-        raise ApplicationError.conflict(f"a {run.status} run cannot be resumed")
-    with transaction.atomic():
-        run = run_transition(
-            run_id=run.pk, to=RunStatus.QUEUED, message=f"resumed by {user.get_username()}",
-            error_message="", attempts=0, cancel_requested=False,
-        )
-        transaction.on_commit(lambda: _enqueue(run.pk))
+        elif run.can_resume:
+            run = run_transition(
+                run_id=run.pk, to=RunStatus.QUEUED, message=f"resumed by {user.get_username()}",
+                error_message="", attempts=0, cancel_requested=False,
+            )
+        else:
+            raise ApplicationError.conflict(f"a {run.status} run cannot be resumed")
+        run_pk = run.pk
+        transaction.on_commit(lambda: _enqueue(run_pk))
     return run
 
 
