@@ -72,6 +72,8 @@ def test_a_dead_workers_run_is_requeued_while_every_training_worker_is_busy(djan
         assert any("dead@host stopped answering" in m and "requeued" in m for m in events(dead_id)), events(dead_id)
         busy = Run.objects.get(pk=busy_id)
         assert busy.status == "running" and busy.attempts == 1  # the training worker was busy all along
+        assert b"Task runs.reap_stale_runs[" in maintenance.log_path.read_bytes()
+        assert b"Task runs.reap_stale_runs[" not in worker.log_path.read_bytes()  # training workers never get it
         api.post(f"/api/runs/{busy_id}/cancel/")
     finally:
         if maintenance is not None:
