@@ -14,7 +14,7 @@ def load_compose() -> dict:
 
 def test_services_and_volumes():
     compose = load_compose()
-    assert {"postgres", "redis", "web", "worker", "flower"} <= set(compose["services"])
+    assert {"postgres", "redis", "web", "worker", "maintenance", "flower"} <= set(compose["services"])
     assert {"postgres-data", "duda-data", "datasets"} <= set(compose["volumes"])
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):

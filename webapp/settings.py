@@ -140,7 +140,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Queue and live updates -----------------------------------------------------------------
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    # An unreachable broker fails a launch's send within seconds (the run stays queued, is sent again).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600, "socket_connect_timeout": 3}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -173,6 +174,7 @@ RUN_HEARTBEAT_INTERVAL_S = float(os.environ.get("DUDA_HEARTBEAT_INTERVAL_S", "10
 RUN_STALE_AFTER_S = float(os.environ.get("DUDA_STALE_AFTER_S", "120"))  # no heartbeat for this long: worker lost
 RUN_MAX_ATTEMPTS = int(os.environ.get("DUDA_MAX_ATTEMPTS", "3"))  # claims before a run with lost workers fails
 RUN_REAP_INTERVAL_S = float(os.environ.get("DUDA_REAP_INTERVAL_S", "60"))
+RUN_REQUEUE_AFTER_S = float(os.environ.get("DUDA_REQUEUE_AFTER_S", "120"))  # queued this long: sent again
 
 # --- Auth, static, API ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

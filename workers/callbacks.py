@@ -7,7 +7,11 @@ database (a client that reconnects and asks REST for ``since=<step>`` finds no g
 
 A heartbeat thread beats while the run trains (also through long evaluations and data
 generation) and notices when this worker has lost the run; ``should_stop`` answers a cancel within
-a few iterations.
+a few iterations. Every write carries the worker's claim token: once another claim holds the run
+(this worker froze, its run was requeued and taken over), the services refuse it with
+``services.ClaimLost``, which the callbacks let through so that the engine stops at once, without
+the checkpoint a cancel would write; ``should_stop`` and ``on_metrics`` also look for a lost claim
+at most every ``CLAIM_CHECK_S``, so the engine stops before its next evaluation or checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from webapp.runs import live, services
 log = logging.getLogger(__name__)
 
 PUBLISH_HZ = 10.0
-CANCEL_CHECK_S = 0.25
+CLAIM_CHECK_S = 0.25  # how often the training thread reads whether it still holds the run
 
 
 class Heartbeat(threading.Thread):
@@ -74,7 +78,7 @@ class RunCallbacks(Callbacks):
         self.total = 0
         self.seconds_per_step: float | None = None
         self._rate_mark: tuple[float, int] | None = None
-        self._last_cancel_check = 0.0
+        self._last_claim_check = 0.0
         self._cancel = False
         self.shutdown_requested = threading.Event()  # set on a warm worker shutdown: stop and requeue
         self.published = 0
@@ -85,8 +89,8 @@ class RunCallbacks(Callbacks):
         if not self.pending or (not force and now - self.last_flush < self.min_interval):
             return
         points, self.pending = self.pending, []
-        services.metrics_record(run_id=self.run_id, points=points)
-        services.run_progress(run_id=self.run_id, step=self.step, seconds_per_step=self.seconds_per_step, token=self.token)
+        services.metrics_record(run_id=self.run_id, token=self.token, points=points)
+        services.run_progress(run_id=self.run_id, token=self.token, step=self.step, seconds_per_step=self.seconds_per_step)
         self.last_flush = now
         eta = (self.total - self.step) * self.seconds_per_step if self.seconds_per_step else None
         live.publish(
@@ -112,11 +116,12 @@ class RunCallbacks(Callbacks):
     def on_start(self, total_steps: int, start_step: int) -> None:
         self.step, self.total = start_step, total_steps
         self._rate_mark = (time.monotonic(), start_step)
-        services.run_progress(run_id=self.run_id, step=start_step, seconds_per_step=None, token=self.token)
+        services.run_progress(run_id=self.run_id, token=self.token, step=start_step, seconds_per_step=None)
         where = f"resuming at iteration {start_step}" if start_step else "starting"
-        services.run_event_add(run_id=self.run_id, message=f"training {where} of {total_steps}")
+        services.run_event_add(run_id=self.run_id, token=self.token, message=f"training {where} of {total_steps}")
 
     def on_metrics(self, step: int, values: dict[str, float]) -> None:
+        self._check_claim()
         self._update_rate(step)
         self.step = step
         self.pending.extend((step, name, float(value)) for name, value in values.items())
@@ -126,7 +131,7 @@ class RunCallbacks(Callbacks):
         self.step = max(self.step, step)
         self.flush(force=True)
         services.evaluation_record(
-            run_id=self.run_id, step=step, miou=result.miou, per_class=result.per_class,
+            run_id=self.run_id, token=self.token, step=step, miou=result.miou, per_class=result.per_class,
             pixel_accuracy=result.pixel_accuracy,
         )
         live.publish(self.run_id, "evaluation", {"step": step, "miou": result.miou, "per_class": result.per_class,
@@ -140,30 +145,41 @@ class RunCallbacks(Callbacks):
         })
 
     def on_samples(self, step: int, samples: list[PredictionSample]) -> None:
-        count = services.samples_record(run_id=self.run_id, step=step, samples=[(s.name, s.images) for s in samples])
+        count = services.samples_record(run_id=self.run_id, token=self.token, step=step, samples=[(s.name, s.images) for s in samples])
         live.publish(self.run_id, "samples", {"step": step, "count": count})
 
     def on_checkpoint(self, step: int, path: Path, kind: str) -> None:
         self.flush(force=True)
-        checkpoint = services.checkpoint_record(run_id=self.run_id, step=step, path=Path(path), kind=kind)
-        if checkpoint is not None:
-            live.publish(self.run_id, "checkpoint", {"step": step, "kind": kind, "id": checkpoint.pk,
-                                                     "size": checkpoint.size, "sha256": checkpoint.sha256})
+        checkpoint = services.checkpoint_record(run_id=self.run_id, token=self.token, step=step, path=Path(path), kind=kind)
+        live.publish(self.run_id, "checkpoint", {"step": step, "kind": kind, "id": checkpoint.pk,
+                                                 "size": checkpoint.size, "sha256": checkpoint.sha256})
 
     def on_status(self, message: str) -> None:
         self.flush(force=True)
-        services.run_event_add(run_id=self.run_id, message=message)
+        services.run_event_add(run_id=self.run_id, token=self.token, message=message)
 
     def should_stop(self) -> bool:
+        """A warm shutdown or a cancel: stop, with a checkpoint. A lost claim: ``ClaimLost``, at once."""
+        self._check_claim()
         if self.shutdown_requested.is_set():
             return True
-        if self.heartbeat is not None and (self.heartbeat.lost.is_set() or self.heartbeat.cancel_requested.is_set()):
+        if self.heartbeat is not None and self.heartbeat.cancel_requested.is_set():
             return True
-        now = time.monotonic()
-        if not self._cancel and now - self._last_cancel_check >= CANCEL_CHECK_S:
-            self._last_cancel_check = now
-            self._cancel = services.run_cancel_requested(run_id=self.run_id)
         return self._cancel
+
+    def _check_claim(self) -> None:
+        """``ClaimLost`` if this worker no longer holds the run (its heartbeat said so, or a read at most
+        every ``CLAIM_CHECK_S``); the same read notices a cancel."""
+        if self.heartbeat is not None and self.heartbeat.lost.is_set():
+            raise services.ClaimLost(self.run_id)
+        now = time.monotonic()
+        if now - self._last_claim_check < CLAIM_CHECK_S:
+            return
+        self._last_claim_check = now
+        state = services.run_claim_state(run_id=self.run_id, token=self.token)
+        if not state.owner:
+            raise services.ClaimLost(self.run_id)
+        self._cancel = self._cancel or state.cancel_requested
 
     def close(self) -> None:
         self.flush(force=True)

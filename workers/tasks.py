@@ -4,7 +4,8 @@
 one whose worker is alive, is left alone), and the engine resumes from the latest checkpoint in the
 run folder. Late acknowledgement and ``reject_on_worker_lost`` mean a message is only gone once the
 task has returned; a worker killed outright leaves a stale heartbeat that ``reap_stale_runs``
-(at worker start, then periodically) turns into a fresh message.
+(at worker start, then periodically, on its own queue: ``workers.celery_app``) turns into a fresh
+message.
 """
 
 from __future__ import annotations
@@ -91,29 +92,35 @@ def run_adaptation(self, run_id: int) -> str:
     with _current_lock:
         _current["callbacks"] = callbacks
     try:
-        config = config_from_dict(claim.run.config)
-        result = train_run(config, callbacks)
-        callbacks.close()
-        if heartbeat.lost.is_set():
-            log.warning("run %s: another worker holds it now; stopping without touching its status", run_id)
-            return "lost"
-        final = result.final.miou if result.final is not None else None
-        services.run_finish(
-            run_id=run_id, token=claim.token, steps=result.steps, final_miou=final, best_miou=result.best_miou,
-            cancelled=result.cancelled, requeue=result.cancelled and callbacks.shutdown_requested.is_set(),
-            reason=f"the worker shut down; requeued to resume from iteration {result.steps}",
-        )
-        return "cancelled" if result.cancelled else "succeeded"
-    except Exception as error:  # noqa: BLE001 - every failure becomes the run's error message
-        log.exception("run %s failed", run_id)
         try:
+            config = config_from_dict(claim.run.config)
+            result = train_run(config, callbacks)
             callbacks.close()
-        except Exception:  # noqa: BLE001
-            log.warning("run %s: could not flush the last metrics", run_id, exc_info=True)
-        close_old_connections()
-        services.run_event_add(run_id=run_id, message=traceback.format_exc()[-4000:], level="error")
-        services.run_fail(run_id=run_id, token=claim.token, message=f"{type(error).__name__}: {error}")
-        return "failed"
+            final = result.final.miou if result.final is not None else None
+            services.run_finish(
+                run_id=run_id, token=claim.token, steps=result.steps, final_miou=final, best_miou=result.best_miou,
+                cancelled=result.cancelled, requeue=result.cancelled and callbacks.shutdown_requested.is_set(),
+                reason=f"the worker shut down; requeued to resume from iteration {result.steps}",
+            )
+            return "cancelled" if result.cancelled else "succeeded"
+        except services.ClaimLost:
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure becomes the run's error message
+            log.exception("run %s failed", run_id)
+            try:
+                callbacks.close()
+            except services.ClaimLost:
+                raise
+            except Exception:  # noqa: BLE001
+                log.warning("run %s: could not flush the last metrics", run_id, exc_info=True)
+            close_old_connections()
+            services.run_event_add(run_id=run_id, token=claim.token, message=traceback.format_exc()[-4000:], level="error")
+            services.run_fail(run_id=run_id, token=claim.token, message=f"{type(error).__name__}: {error}")
+            return "failed"
+    except services.ClaimLost:
+        log.warning("run %s: this worker no longer holds it (requeued, taken over or ended); stopped without "
+                    "writing to it", run_id)
+        return "lost"
     finally:
         with _current_lock:
             _current.pop("callbacks", None)
@@ -122,7 +129,8 @@ def run_adaptation(self, run_id: int) -> str:
 
 @shared_task(name="runs.reap_stale_runs", ignore_result=True)
 def reap_stale_runs() -> list:
-    """Requeue or fail runs whose worker stopped beating (scheduled by Celery beat)."""
+    """Requeue or fail runs whose worker stopped beating, send stranded queued runs again (scheduled by
+    Celery beat, routed to ``MAINTENANCE_QUEUE``, which no training worker reads)."""
     from webapp.runs import services
 
     close_old_connections()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -61,18 +62,28 @@ def process_env(data_dir: Path) -> dict[str, str]:
 def purge_queue() -> None:
     """Drop messages other tests (or an earlier session) left in the test broker."""
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    client.delete("celery", "unacked", "unacked_index", "unacked_mutex")
+    client.delete("celery", "maintenance", "unacked", "unacked_index", "unacked_mutex")
 
 
 def start_worker(data_dir: Path, log_path: Path, *options: str) -> subprocess.Popen:
+    """A training worker (``manage.py worker``), once it is ready."""
+    return start_celery_process(data_dir, log_path, "worker", "--loglevel", "INFO", *options)
+
+
+def start_maintenance(data_dir: Path, log_path: Path) -> subprocess.Popen:
+    """Celery beat and the light worker of the maintenance queue (``manage.py maintenance``), once ready."""
+    return start_celery_process(data_dir, log_path, "maintenance", "--schedule", str(data_dir / "celerybeat-schedule"))
+
+
+def start_celery_process(data_dir: Path, log_path: Path, *command: str) -> subprocess.Popen:
     log = open(log_path, "ab")  # noqa: SIM115 - closed by stop()
     process = subprocess.Popen(
-        [PYTHON, "manage.py", "worker", "--loglevel", "INFO", *options],
+        [PYTHON, "manage.py", *command],
         cwd=REPO_ROOT, env=process_env(data_dir), stdout=log, stderr=subprocess.STDOUT,
     )
     process.log_file = log  # type: ignore[attr-defined]
     process.log_path = log_path  # type: ignore[attr-defined]
-    wait_for(lambda: b"ready." in log_path.read_bytes() or process.poll() is not None, 90, "worker start")
+    wait_for(lambda: b"ready." in log_path.read_bytes() or process.poll() is not None, 90, f"{command[0]} start")
     assert process.poll() is None, log_path.read_text()[-3000:]
     return process
 
@@ -147,3 +158,18 @@ def ensure_toy_data() -> None:
 
 def queue_length() -> int:
     return redis.Redis.from_url(os.environ["REDIS_URL"]).llen("celery")
+
+
+@contextlib.contextmanager
+def broker_unreachable() -> Iterator[None]:
+    """This process's Celery app sends its messages to a closed port: the broker is down for it alone
+    (the shared Redis server keeps serving everyone else)."""
+    from workers.celery_app import app
+
+    saved = app.conf.broker_write_url, app._pool, app.amqp._producer_pool
+    app.conf.broker_write_url = "redis://127.0.0.1:1/0"
+    app._pool, app.amqp._producer_pool = None, None
+    try:
+        yield
+    finally:
+        app.conf.broker_write_url, app._pool, app.amqp._producer_pool = saved

@@ -18,7 +18,7 @@ def start_embedded_worker() -> threading.Thread:
     """Start one solo Celery worker in a daemon thread of this process."""
     from django.conf import settings
 
-    from workers.celery_app import app
+    from workers.celery_app import TRAINING_QUEUE, app
 
     # kombu's filesystem transport needs its folders before the consumer declares its queue.
     options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
@@ -27,6 +27,7 @@ def start_embedded_worker() -> threading.Thread:
             Path(options[key]).mkdir(parents=True, exist_ok=True)
     worker = app.WorkController(
         hostname="embedded@localhost",
+        queues=[TRAINING_QUEUE],  # the reaper runs in its own thread here (no beat)
         pool_cls="solo",
         concurrency=1,
         prefetch_multiplier=1,
@@ -42,8 +43,9 @@ def start_embedded_worker() -> threading.Thread:
 
 
 def start_reaper_thread(interval: float | None = None) -> threading.Thread:
-    """Requeue or fail runs whose worker stopped beating: once now, then every ``interval`` seconds
-    (what Celery beat does in production; here the web process has the only worker)."""
+    """The reaper (runs whose worker stopped beating, queued runs whose message was lost): once now,
+    then every ``interval`` seconds (what Celery beat and the maintenance worker do in production; here
+    the web process has the only worker)."""
     from django.conf import settings
     from django.db import close_old_connections
 

@@ -57,6 +57,10 @@ def max_attempts() -> int:
     return int(getattr(settings, "RUN_MAX_ATTEMPTS", 3))
 
 
+def requeue_after_s() -> float:
+    return float(getattr(settings, "RUN_REQUEUE_AFTER_S", 120))
+
+
 # ============================================================================================
 # Launch: input -> engine config -> validated by the engine -> a queued run
 # ============================================================================================
@@ -306,14 +310,21 @@ def _prepare_folder(folder: Path) -> None:
     folder.mkdir(parents=True)
 
 
-def _enqueue(run_id: int) -> None:
+def _enqueue(run_id: int, *, say_on_failure: bool = True) -> bool:
+    """Send the run's task message. When the broker is down the run stays queued and the reaper sends
+    it again (``run_reap_stale``); the task ignores any duplicate."""
     from workers.tasks import run_adaptation
 
     try:
         run_adaptation.delay(run_id)
+        return True
     except Exception as error:  # noqa: BLE001 - the broker is down: say so on the run
         log.exception("could not enqueue run %s", run_id)
-        run_event_add(run_id=run_id, message=f"could not enqueue the run: {error}", level=RunEvent.Level.ERROR)
+        if say_on_failure:
+            run_event_add(run_id=run_id, level=RunEvent.Level.ERROR,
+                          message=f"could not send the run to the queue ({error}); it is sent again every "
+                                  f"{requeue_after_s():.0f} s until a worker takes it")
+        return False
 
 
 def run_create(*, owner, spec: LaunchSpec) -> Run:
@@ -428,16 +439,23 @@ def run_cancel(*, user, run_id: int) -> Run:
 
 
 def run_resume(*, user, run_id: int) -> Run:
-    """Queue a failed or cancelled run again; its worker resumes from the latest checkpoint."""
+    """Queue a failed or cancelled run again (its worker resumes from the latest checkpoint), or send a
+    queued run to the queue again (its message may have been lost; a worker ignores the second copy)."""
     run = selectors.run_get(user=user, run_id=run_id)
-    if not run.can_resume:
-        raise ApplicationError.conflict(f"a {run.status} run cannot be resumed")
     with transaction.atomic():
-        run = run_transition(
-            run_id=run.pk, to=RunStatus.QUEUED, message=f"resumed by {user.get_username()}",
-            error_message="", attempts=0, cancel_requested=False,
-        )
-        transaction.on_commit(lambda: _enqueue(run.pk))
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.status == RunStatus.QUEUED:
+            run.save(update_fields=["updated_at"])  # the reaper's clock for queued runs starts again
+            RunEvent.objects.create(run=run, message=f"sent to the queue again by {user.get_username()}")
+        elif run.can_resume:
+            run = run_transition(
+                run_id=run.pk, to=RunStatus.QUEUED, message=f"resumed by {user.get_username()}",
+                error_message="", attempts=0, cancel_requested=False,
+            )
+        else:
+            raise ApplicationError.conflict(f"a {run.status} run cannot be resumed")
+        run_pk = run.pk
+        transaction.on_commit(lambda: _enqueue(run_pk))
     return run
 
 
@@ -461,15 +479,41 @@ def run_delete(*, user, run_id: int) -> None:
             transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
-def run_event_add(*, run_id: int, message: str, level: str = RunEvent.Level.INFO) -> None:
-    event = RunEvent.objects.create(run_id=run_id, message=message[:4000], level=level)
-    step = Run.objects.filter(pk=run_id).values_list("step", flat=True).first()
+def run_event_add(*, run_id: int, message: str, level: str = RunEvent.Level.INFO, token: str | None = None) -> None:
+    """Add a line to a run's log. ``token``: a worker's line, written only while its claim holds the
+    run (``ClaimLost`` otherwise); ``None``: the server's own line."""
+    with transaction.atomic():
+        if token is not None:
+            _held(run_id=run_id, token=token)
+        event = RunEvent.objects.create(run_id=run_id, message=message[:4000], level=level)
+        step = Run.objects.filter(pk=run_id).values_list("step", flat=True).first()
     live.publish(run_id, "log", {"step": step, "time": event.created_at.isoformat(), "level": level, "message": event.message})
 
 
 # ============================================================================================
 # Worker side: claim, heartbeat, results, end
+#
+# Every write from a worker carries its claim token and is refused with ``ClaimLost`` (nothing
+# written) unless that claim still holds the run: running, under this token. The check locks the
+# run's row in the write's own transaction, so a requeue cannot slip between the check and the write.
 # ============================================================================================
+
+
+class ClaimLost(Exception):
+    """A worker's claim no longer holds its run (requeued and maybe taken by another worker, finished,
+    deleted): nothing was written, and the worker stops training the run."""
+
+    def __init__(self, run_id: int):
+        super().__init__(f"run {run_id} is no longer held by this worker")
+        self.run_id = run_id
+
+
+def _held(*, run_id: int, token: str) -> Run:
+    """The run, its row locked until the transaction ends, if claim ``token`` holds it; ClaimLost otherwise."""
+    run = Run.objects.select_for_update(no_key=True).filter(pk=run_id, status=RunStatus.RUNNING).first()
+    if run is None or not token or run.claim_token != token:
+        raise ClaimLost(run_id)
+    return run
 
 
 @dataclass
@@ -482,8 +526,9 @@ def run_claim(*, run_id: int, worker_host: str, worker_gpu: str) -> Claim | None
     """Take a run for this worker, atomically; ``None`` leaves the message alone.
 
     A queued run is claimed. A running run whose heartbeat is stale (its worker died and the message
-    came back) is requeued, then claimed. A running run with a fresh heartbeat (a duplicate message)
-    and a finished or deleted run are left alone. A queued run with a pending cancel is cancelled.
+    came back) is requeued, then claimed. A running run with a fresh heartbeat (a duplicate message:
+    the reaper or a resume sent a queued run again) and a finished or deleted run are left alone. A
+    queued run with a pending cancel is cancelled.
     """
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id).first()
@@ -515,33 +560,54 @@ class HeartbeatState:
 
 def run_heartbeat(*, run_id: int, token: str) -> HeartbeatState:
     """Beat the heartbeat of a run this worker holds; tells whether it still does and if cancel was asked."""
-    updated = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, claim_token=token).update(heartbeat_at=timezone.now())
+    updated = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, claim_token=token).exclude(claim_token="").update(
+        heartbeat_at=timezone.now())
     if not updated:
         return HeartbeatState(owner=False, cancel_requested=False)
     cancel = Run.objects.filter(pk=run_id).values_list("cancel_requested", flat=True).first()
     return HeartbeatState(owner=True, cancel_requested=bool(cancel))
 
 
-def run_cancel_requested(*, run_id: int) -> bool:
-    return bool(Run.objects.filter(pk=run_id).values_list("cancel_requested", flat=True).first())
+def run_claim_state(*, run_id: int, token: str) -> HeartbeatState:
+    """Whether claim ``token`` still holds the run and whether a cancel was asked; reads only."""
+    row = Run.objects.filter(pk=run_id).values_list("status", "claim_token", "cancel_requested").first()
+    if row is None or row[0] != RunStatus.RUNNING or not token or row[1] != token:
+        return HeartbeatState(owner=False, cancel_requested=False)
+    return HeartbeatState(owner=True, cancel_requested=bool(row[2]))
 
 
-def run_progress(*, run_id: int, step: int, seconds_per_step: float | None, token: str) -> None:
+def _check_held(*, run_id: int, token: str) -> None:
+    """Before work that writes files: ClaimLost if the claim no longer holds the run (the rows are
+    still checked under the lock when they are written)."""
+    if not run_claim_state(run_id=run_id, token=token).owner:
+        raise ClaimLost(run_id)
+
+
+def run_progress(*, run_id: int, token: str, step: int, seconds_per_step: float | None) -> None:
     changes: dict[str, Any] = {"step": step}
     if seconds_per_step is not None:
         changes["seconds_per_step"] = seconds_per_step
-    Run.objects.filter(pk=run_id, claim_token=token, total_steps__gte=step).update(**changes)
+    with transaction.atomic():
+        _held(run_id=run_id, token=token)
+        Run.objects.filter(pk=run_id, total_steps__gte=step).update(**changes)
 
 
-def metrics_record(*, run_id: int, points: list[tuple[int, str, float]]) -> int:
-    """Store metric points in one batch; a point already stored (run, step, name) is kept as it is."""
+def _store_points(run_id: int, points: list[tuple[int, str, float]]) -> int:
     rows = [MetricPoint(run_id=run_id, step=step, name=name[:64], value=float(value)) for step, name, value in points
             if value is not None and np.isfinite(value)]
     MetricPoint.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
     return len(rows)
 
 
-def evaluation_record(*, run_id: int, step: int, miou: float, per_class: dict[str, float], pixel_accuracy: float) -> None:
+def metrics_record(*, run_id: int, token: str, points: list[tuple[int, str, float]]) -> int:
+    """Store metric points in one batch; a point already stored (run, step, name) is kept as it is."""
+    with transaction.atomic():
+        _held(run_id=run_id, token=token)
+        return _store_points(run_id, points)
+
+
+def evaluation_record(*, run_id: int, token: str, step: int, miou: float, per_class: dict[str, float],
+                      pixel_accuracy: float) -> None:
     """Per-class IoU rows of one evaluation, and the run's best mIoU."""
     rows = [
         ClassIoU(run_id=run_id, step=step, class_index=index, class_name=name[:64],
@@ -549,10 +615,10 @@ def evaluation_record(*, run_id: int, step: int, miou: float, per_class: dict[st
         for index, (name, value) in enumerate(per_class.items())
     ]
     with transaction.atomic():
+        run = _held(run_id=run_id, token=token)
         ClassIoU.objects.bulk_create(rows, ignore_conflicts=True)
-        metrics_record(run_id=run_id, points=[(step, "eval/miou", miou), (step, "eval/pixel_accuracy", pixel_accuracy)])
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
-        if run is not None and np.isfinite(miou) and (run.best_miou is None or miou > run.best_miou):
+        _store_points(run_id, [(step, "eval/miou", miou), (step, "eval/pixel_accuracy", pixel_accuracy)])
+        if np.isfinite(miou) and (run.best_miou is None or miou > run.best_miou):
             run.best_miou = float(miou)
             run.save(update_fields=["best_miou", "updated_at"])
 
@@ -583,16 +649,15 @@ def run_class_colours(run: Run) -> list[list[int]]:
     return [list(c) for c in CITYSCAPES.colours]
 
 
-def samples_record(*, run_id: int, step: int, samples: list[tuple[str, dict[str, np.ndarray]]]) -> int:
+def samples_record(*, run_id: int, token: str, step: int, samples: list[tuple[str, dict[str, np.ndarray]]]) -> int:
     """Write the PNGs of one evaluation's samples into the run folder and add their rows.
 
     Input and ground truth are written once (the first evaluation); predictions every time.
     """
     from PIL import Image
 
-    run = Run.objects.filter(pk=run_id).first()
-    if run is None:
-        return 0
+    _check_held(run_id=run_id, token=token)
+    run = Run.objects.get(pk=run_id)
     colours = run_class_colours(run)
     have_static = set(
         PredictionSample.objects.filter(run_id=run_id, role__in=[SampleRole.INPUT, SampleRole.GROUND_TRUTH])
@@ -619,17 +684,18 @@ def samples_record(*, run_id: int, step: int, samples: list[tuple[str, dict[str,
             rows.append(PredictionSample(run_id=run_id, step=step, image_name=stem, role=role, path=relative,
                                          width=width, height=height))
     folder.mkdir(parents=True, exist_ok=True)
-    PredictionSample.objects.bulk_create(rows, ignore_conflicts=True)
+    with transaction.atomic():
+        _held(run_id=run_id, token=token)
+        PredictionSample.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
 
 
-def checkpoint_record(*, run_id: int, step: int, path: Path, kind: str) -> Checkpoint | None:
+def checkpoint_record(*, run_id: int, token: str, step: int, path: Path, kind: str) -> Checkpoint:
     """Register a checkpoint file with its size and sha256; forget full checkpoints the engine pruned."""
     from duda_engine.checkpoint import sha256_file
 
-    run = Run.objects.filter(pk=run_id).first()
-    if run is None:
-        return None
+    _check_held(run_id=run_id, token=token)
+    run = Run.objects.get(pk=run_id)
     path = Path(path)
     folder = Path(run.output_dir).resolve()
     try:
@@ -638,6 +704,7 @@ def checkpoint_record(*, run_id: int, step: int, path: Path, kind: str) -> Check
         relative = str(path)
     digest, size = sha256_file(path), path.stat().st_size
     with transaction.atomic():
+        _held(run_id=run_id, token=token)
         checkpoint, _ = Checkpoint.objects.update_or_create(
             run_id=run_id, kind=kind, step=step, defaults={"path": relative, "size": size, "sha256": digest}
         )
@@ -651,50 +718,57 @@ def checkpoint_record(*, run_id: int, step: int, path: Path, kind: str) -> Check
 
 
 def run_finish(*, run_id: int, token: str, steps: int, final_miou: float | None, best_miou: float | None,
-               cancelled: bool, requeue: bool = False, reason: str = "") -> Run | None:
+               cancelled: bool, requeue: bool = False, reason: str = "") -> Run:
     """End a run this worker holds: succeeded, cancelled (with its last checkpoint) or requeued."""
-    run = Run.objects.filter(pk=run_id).first()
-    if run is None or run.claim_token != token or run.status != RunStatus.RUNNING:
-        return None
-    changes: dict[str, Any] = {"step": min(steps, run.total_steps)}
-    if best_miou is not None and best_miou >= 0:
-        changes["best_miou"] = best_miou
-    if requeue:
-        with transaction.atomic():
+    with transaction.atomic():
+        run = _held(run_id=run_id, token=token)
+        changes: dict[str, Any] = {"step": min(steps, run.total_steps)}
+        if best_miou is not None and best_miou >= 0:
+            changes["best_miou"] = best_miou
+        if requeue:
             run = run_transition(run_id=run_id, to=RunStatus.QUEUED, message=reason or f"requeued at iteration {steps}",
                                  **changes)
             transaction.on_commit(lambda: _enqueue(run_id))
-        return run
-    if cancelled:
-        return run_transition(run_id=run_id, to=RunStatus.CANCELLED,
-                              message=f"stopped at iteration {steps} with a checkpoint", **changes)
-    if final_miou is not None:
-        changes["final_miou"] = final_miou
-    return run_transition(run_id=run_id, to=RunStatus.SUCCEEDED,
-                          message=f"finished {steps} iterations" + (f", target mIoU {final_miou:.2f}" if final_miou is not None else ""),
-                          **changes)
+            return run
+        if cancelled:
+            return run_transition(run_id=run_id, to=RunStatus.CANCELLED,
+                                  message=f"stopped at iteration {steps} with a checkpoint", **changes)
+        if final_miou is not None:
+            changes["final_miou"] = final_miou
+        return run_transition(run_id=run_id, to=RunStatus.SUCCEEDED,
+                              message=f"finished {steps} iterations" + (f", target mIoU {final_miou:.2f}" if final_miou is not None else ""),
+                              **changes)
 
 
-def run_fail(*, run_id: int, token: str | None, message: str) -> Run | None:
-    run = Run.objects.filter(pk=run_id).first()
-    if run is None or run.status != RunStatus.RUNNING or (token is not None and run.claim_token != token):
-        return None
-    return run_transition(run_id=run_id, to=RunStatus.FAILED, message=message, level=RunEvent.Level.ERROR,
-                          error_message=message[:10000])
+def run_fail(*, run_id: int, token: str, message: str) -> Run:
+    """End a run this worker holds as failed, with the error."""
+    with transaction.atomic():
+        _held(run_id=run_id, token=token)
+        return run_transition(run_id=run_id, to=RunStatus.FAILED, message=message, level=RunEvent.Level.ERROR,
+                              error_message=message[:10000])
 
 
 # ============================================================================================
-# The reaper: runs whose worker died
+# The reaper: runs whose worker died, runs whose message never reached a worker
 # ============================================================================================
 
 
 def run_reap_stale(*, now=None) -> list[tuple[int, str]]:
-    """Requeue (or, after ``RUN_MAX_ATTEMPTS`` claims, fail) every running run with a stale heartbeat.
+    """One pass of the reaper: requeue (or, after ``RUN_MAX_ATTEMPTS`` claims, fail) every running run
+    with a stale heartbeat, and send every run left queued for ``RUN_REQUEUE_AFTER_S`` again.
 
-    The broker would only redeliver the dead worker's message after its visibility timeout, so a
-    fresh message is enqueued here; the task ignores the old one if it ever comes back.
+    The broker would only redeliver a dead worker's message after its visibility timeout, and a queued
+    run's message may never have reached the broker (it was down) or been lost with it; so a fresh
+    message is sent, and the task's claim ignores whichever copy comes second.
     """
     now = now or timezone.now()
+    actions = _requeue_stale_running(now) + _resend_queued(now)
+    for run_id, action in actions:
+        log.warning("reaper: run %s %s", run_id, action)
+    return actions
+
+
+def _requeue_stale_running(now) -> list[tuple[int, str]]:
     cutoff = now - timedelta(seconds=stale_after_s())
     stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
     actions: list[tuple[int, str]] = []
@@ -723,6 +797,22 @@ def run_reap_stale(*, now=None) -> list[tuple[int, str]]:
                     actions.append((run_id, "requeued"))
         except IntegrityError:
             log.exception("could not reap run %s", run_id)
-    for run_id, action in actions:
-        log.warning("run %s had a stale heartbeat: %s", run_id, action)
+    return actions
+
+
+def _resend_queued(now) -> list[tuple[int, str]]:
+    """Send runs queued (or last sent) more than ``RUN_REQUEUE_AFTER_S`` ago to the queue again.
+
+    A run waiting behind busy workers gets one duplicate message per period; each is a no-op once the
+    run is claimed. ``updated_at`` is the period's clock: the conditional update lets one reaper
+    pass, and no concurrent one, send it.
+    """
+    cutoff = now - timedelta(seconds=requeue_after_s())
+    actions: list[tuple[int, str]] = []
+    for run_id in Run.objects.filter(status=RunStatus.QUEUED, updated_at__lt=cutoff).values_list("pk", flat=True):
+        with transaction.atomic():
+            if not Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, updated_at__lt=cutoff).update(updated_at=now):
+                continue
+            transaction.on_commit(lambda rid=run_id: _enqueue(rid, say_on_failure=False))
+        actions.append((run_id, "resent"))
     return actions

@@ -96,23 +96,23 @@ def simulate_results(run: Run, *, steps=(4, 8), finish=True, checkpoint_bytes: i
     rng = np.random.default_rng(run.pk)
     last = 0
     for step in steps:
-        services.metrics_record(run_id=run.pk, points=[(s, "loss/source", 3.0 - s * 0.1) for s in range(last + 1, step + 1)])
+        services.metrics_record(run_id=run.pk, token=claim.token, points=[(s, "loss/source", 3.0 - s * 0.1) for s in range(last + 1, step + 1)])
         last = step
         per_class = {name: float(rng.uniform(0, 60)) for name in _names()}
         per_class["train"] = float("nan")
-        services.evaluation_record(run_id=run.pk, step=step, miou=float(step), per_class=per_class, pixel_accuracy=50.0)
+        services.evaluation_record(run_id=run.pk, token=claim.token, step=step, miou=float(step), per_class=per_class, pixel_accuracy=50.0)
         ids = rng.integers(0, 19, size=(16, 32))
         images = {"input": rng.integers(0, 255, size=(16, 32, 3), dtype=np.uint8),
                   "ground_truth": palette_image(16, 32, ids), "student": palette_image(16, 32, (ids + step) % 19)}
-        services.samples_record(run_id=run.pk, step=step, samples=[("real_val_00000", images), ("real_val_00099", images)])
+        services.samples_record(run_id=run.pk, token=claim.token, step=step, samples=[("real_val_00000", images), ("real_val_00099", images)])
         path = run.folder / "checkpoints" / f"checkpoint_{step:07d}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rng.bytes(checkpoint_bytes))
-        services.checkpoint_record(run_id=run.pk, step=step, path=path, kind="full")
+        services.checkpoint_record(run_id=run.pk, token=claim.token, step=step, path=path, kind="full")
     if finish:
         student = run.folder / "student.pt"
         student.write_bytes(rng.bytes(checkpoint_bytes // 3))
-        services.checkpoint_record(run_id=run.pk, step=last, path=student, kind="student")
+        services.checkpoint_record(run_id=run.pk, token=claim.token, step=last, path=student, kind="student")
         services.run_finish(run_id=run.pk, token=claim.token, steps=last, final_miou=float(last), best_miou=float(last),
                             cancelled=False)
     run.refresh_from_db()

@@ -137,7 +137,7 @@ def test_cancel_resume_delete(api, alice):
     conflict = api.post(f"/api/runs/{run.pk}/cancel/")
     assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "conflict"
     assert api.post(f"/api/runs/{run.pk}/resume/").json()["status"] == "queued"
-    assert api.post(f"/api/runs/{run.pk}/resume/").status_code == 409
+    assert api.post(f"/api/runs/{run.pk}/resume/").json()["status"] == "queued"  # queued: sent to the queue again
     assert api.delete(f"/api/runs/{run.pk}/").status_code == 204
     assert not Run.objects.filter(pk=run.pk).exists()
 

@@ -159,11 +159,20 @@ def test_cancel_a_queued_run_is_immediate_and_a_running_one_sets_the_flag(alice)
     assert caught.value.status_code == 409
 
 
-def test_resume_requeues_failed_and_cancelled_runs_only(alice, django_capture_on_commit_callbacks):
+def test_resume_requeues_failed_and_cancelled_runs_and_sends_a_queued_one_again(alice, django_capture_on_commit_callbacks,
+                                                                                  redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.delete("celery")
     run = launch(alice)
-    with pytest.raises(ApplicationError):
-        services.run_resume(user=alice, run_id=run.pk)  # queued
+    client.delete("celery")  # as if the broker had lost the launch's message
+    with django_capture_on_commit_callbacks(execute=True):
+        again = services.run_resume(user=alice, run_id=run.pk)  # queued: sent again, not a 409
+    assert again.status == RunStatus.QUEUED and client.llen("celery") == 1
+    assert RunEvent.objects.filter(run=run).last().message == "sent to the queue again by alice"
     claim = services.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
+    with pytest.raises(ApplicationError) as caught:
+        services.run_resume(user=alice, run_id=run.pk)  # running
+    assert caught.value.status_code == 409
     services.run_fail(run_id=run.pk, token=claim.token, message="RuntimeError: out of memory")
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.error_message == "RuntimeError: out of memory"
@@ -237,18 +246,17 @@ def test_reaper_requeues_then_fails_runs_whose_worker_died(alice, settings, djan
 
 
 def test_results_are_stored_once(alice):
-    run = simulate_results(launch(alice))
-    assert run.status == RunStatus.SUCCEEDED and run.best_miou == 8.0 and run.final_miou == 8.0
-    points = MetricPoint.objects.filter(run=run, name="loss/source").count()
-    services.metrics_record(run_id=run.pk, points=[(1, "loss/source", 9.0), (2, "loss/source", 9.0)])
-    assert MetricPoint.objects.filter(run=run, name="loss/source").count() == points == 8
+    run = simulate_results(launch(alice), finish=False)
+    services.metrics_record(run_id=run.pk, token=run.claim_token, points=[(1, "loss/source", 9.0), (2, "loss/source", 9.0)])
+    assert MetricPoint.objects.filter(run=run, name="loss/source").count() == 8
+    assert run.best_miou == 8.0
     assert MetricPoint.objects.get(run=run, name="loss/source", step=1).value == pytest.approx(2.9)
     assert ClassIoU.objects.filter(run=run).count() == 2 * 19
     assert ClassIoU.objects.get(run=run, step=4, class_name="train").iou is None  # NaN: absent class
     roles = sorted(set(PredictionSample.objects.filter(run=run).values_list("step", "role")))
     assert roles == [(4, "ground_truth"), (4, "input"), (4, "student"), (8, "student")]  # input/truth once
     kinds = sorted(Checkpoint.objects.filter(run=run).values_list("kind", "step"))
-    assert kinds == [("full", 4), ("full", 8), ("student", 8)]
+    assert kinds == [("full", 4), ("full", 8)]
 
 
 def test_prediction_pngs_hold_class_ids(alice):
@@ -270,7 +278,7 @@ def test_checkpoint_rows_follow_the_engines_pruning(alice):
     Path(run.folder / "checkpoints" / "checkpoint_0000004.pt").unlink()  # the engine keeps the newest two
     path = run.folder / "checkpoints" / "checkpoint_0000012.pt"
     path.write_bytes(b"x" * 1000)
-    services.checkpoint_record(run_id=run.pk, step=12, path=path, kind="full")
+    services.checkpoint_record(run_id=run.pk, token=run.claim_token, step=12, path=path, kind="full")
     assert sorted(Checkpoint.objects.filter(run=run).values_list("step", flat=True)) == [8, 12]
 
 
@@ -297,3 +305,99 @@ def test_baseline_defaults_to_the_latest_matching_source_only_run(alice, bob):
     with pytest.raises(ApplicationError) as caught:
         launch(alice, method="self_training", baseline=run.pk)  # not a source-only run
     assert "baseline" in caught.value.fields
+
+
+def test_a_run_launched_while_the_broker_is_down_is_sent_again_by_the_reaper(
+        alice, settings, redis_url, django_capture_on_commit_callbacks):
+    from tests.workers.support import broker_unreachable
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete("celery")
+    with broker_unreachable(), django_capture_on_commit_callbacks(execute=True):
+        run = launch(alice)
+    assert client.llen("celery") == 0
+    error = RunEvent.objects.get(run=run, level="error")
+    assert error.message.startswith("could not send the run to the queue (")
+    assert error.message.endswith(f"it is sent again every {settings.RUN_REQUEUE_AFTER_S:.0f} s until a worker takes it")
+    assert services.run_reap_stale() == []  # not before RUN_REQUEUE_AFTER_S
+    later = timezone.now() + timedelta(seconds=settings.RUN_REQUEUE_AFTER_S + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.run_reap_stale(now=later) == [(run.pk, "resent")]
+        assert services.run_reap_stale(now=later) == []  # once per period, however many reapers
+    message = json.loads(client.lpop("celery"))
+    assert json.loads(base64.b64decode(message["body"]))[0] == [run.pk]
+    assert client.llen("celery") == 0
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED and run.attempts == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_messages_for_one_queued_run_make_one_claim(alice, redis_url):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    run = launch(alice)
+    ready = threading.Barrier(2)
+
+    def claim(host: str):
+        ready.wait()
+        try:
+            return services.run_claim(run_id=run.pk, worker_host=host, worker_gpu="CPU")
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        claims = list(pool.map(claim, ["first@host", "second@host"]))
+    redis.Redis.from_url(redis_url).delete("celery")
+    assert sum(c is not None for c in claims) == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.attempts == 1
+    assert RunEvent.objects.filter(run=run, message__contains="claimed by").count() == 1
+
+
+def test_the_writes_of_a_claim_that_lost_the_run_are_refused(alice, settings):
+    from tests.webapp.runs.conftest import palette_image
+
+    run = launch(alice, iterations=12)
+    frozen = services.run_claim(run_id=run.pk, worker_host="frozen@host", worker_gpu="CPU")
+    services.metrics_record(run_id=run.pk, token=frozen.token, points=[(1, "loss/source", 2.0)])  # held: stored
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_S + 1))
+    assert services.run_reap_stale() == [(run.pk, "requeued")]
+    alive = services.run_claim(run_id=run.pk, worker_host="alive@host", worker_gpu="CPU")
+    events = list(RunEvent.objects.filter(run=run).values_list("message", flat=True))
+    path = run.folder / "checkpoints" / "checkpoint_0000004.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a stray checkpoint")
+    image = palette_image(16, 32, __import__("numpy").zeros((16, 32), dtype=int))
+    refused = {
+        "metrics": lambda: services.metrics_record(run_id=run.pk, token=frozen.token, points=[(2, "loss/source", 2.0)]),
+        "evaluation": lambda: services.evaluation_record(run_id=run.pk, token=frozen.token, step=4, miou=50.0,
+                                                         per_class={"road": 50.0}, pixel_accuracy=90.0),
+        "samples": lambda: services.samples_record(run_id=run.pk, token=frozen.token, step=4,
+                                                   samples=[("real_val_00000", {"student": image})]),
+        "checkpoint": lambda: services.checkpoint_record(run_id=run.pk, token=frozen.token, step=4, path=path, kind="full"),
+        "log line": lambda: services.run_event_add(run_id=run.pk, token=frozen.token, message="cancelled at iteration 4"),
+        "progress": lambda: services.run_progress(run_id=run.pk, token=frozen.token, step=4, seconds_per_step=1.0),
+        "cancelled": lambda: services.run_finish(run_id=run.pk, token=frozen.token, steps=4, final_miou=None,
+                                                 best_miou=50.0, cancelled=True),
+        "failed": lambda: services.run_fail(run_id=run.pk, token=frozen.token, message="RuntimeError: boom"),
+    }
+    for name, write in refused.items():
+        with pytest.raises(services.ClaimLost):
+            write()
+        assert not services.run_claim_state(run_id=run.pk, token=frozen.token).owner, name
+
+    run.refresh_from_db()
+    assert (run.status, run.claim_token, run.step, run.best_miou) == (RunStatus.RUNNING, alive.token, 0, None)
+    assert list(MetricPoint.objects.filter(run=run).values_list("step", flat=True)) == [1]
+    assert not ClassIoU.objects.filter(run=run).exists() and not Checkpoint.objects.filter(run=run).exists()
+    assert not PredictionSample.objects.filter(run=run).exists() and not (run.folder / "samples").exists()
+    assert list(RunEvent.objects.filter(run=run).values_list("message", flat=True)) == events
+
+    services.metrics_record(run_id=run.pk, token=alive.token, points=[(2, "loss/source", 2.0)])  # the holder writes
+    services.run_finish(run_id=run.pk, token=alive.token, steps=12, final_miou=1.0, best_miou=1.0, cancelled=False)
+    with pytest.raises(services.ClaimLost):  # a finished run takes no more writes, not even from its last holder
+        services.metrics_record(run_id=run.pk, token=alive.token, points=[(3, "loss/source", 2.0)])
+    assert sorted(MetricPoint.objects.filter(run=run).values_list("step", flat=True)) == [1, 2]
