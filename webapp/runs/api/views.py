@@ -6,14 +6,15 @@ import json
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.runs import catalog, downloads, selectors, services
+from webapp.runs.api.schema import ErrorOutput
 from webapp.runs.api.serializers import (
     CheckpointOutput,
     MetricsOutput,
@@ -25,18 +26,9 @@ from webapp.runs.api.serializers import (
 )
 from webapp.runs.errors import ApplicationError
 
-ERROR_RESPONSE = inline_serializer(
-    "Error",
-    {"error": inline_serializer("ErrorBody", {
-        "code": serializers.CharField(),
-        "message": serializers.CharField(),
-        "fields": serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False),
-    })},
-)
-
 
 class BinaryRenderer(BaseRenderer):
-    """Lets binary views answer any Accept header; errors are still JSON."""
+    """Lets binary views answer any Accept header; errors are still JSON, and say so."""
 
     media_type = "*/*"
     format = "bin"
@@ -45,6 +37,9 @@ class BinaryRenderer(BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if isinstance(data, bytes):
             return data
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
         return json.dumps(data).encode()
 
 
@@ -54,10 +49,11 @@ class RunPagination(LimitOffsetPagination):
 
 
 class RunListCreateApi(APIView):
+    pagination_class = RunPagination  # also tells the schema that the list is paginated
+
     @extend_schema(
         operation_id="runs_list",
-        parameters=[OpenApiParameter(n, str, required=False) for n in ("status", "method", "q", "target", "benchmark", "student")]
-        + [OpenApiParameter("limit", int, required=False), OpenApiParameter("offset", int, required=False)],
+        parameters=[OpenApiParameter(n, str, required=False) for n in ("status", "method", "q", "target", "benchmark", "student")],
         responses=RunOutput(many=True),
     )
     def get(self, request):
@@ -66,12 +62,12 @@ class RunListCreateApi(APIView):
             user=request.user, status=p.get("status", ""), method=p.get("method", ""), query=p.get("q", ""),
             target=p.get("target", ""), benchmark=p.get("benchmark", ""), student=p.get("student", ""),
         )
-        paginator = RunPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(runs, request, view=self)
         return paginator.get_paginated_response(RunOutput(page, many=True).data)
 
     @extend_schema(operation_id="runs_create", request=RunCreateInput,
-                   responses={201: RunDetailOutput, 400: ERROR_RESPONSE})
+                   responses={201: RunDetailOutput})
     def post(self, request):
         data = RunCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -80,24 +76,24 @@ class RunListCreateApi(APIView):
 
 
 class RunDetailApi(APIView):
-    @extend_schema(operation_id="runs_retrieve", responses={200: RunDetailOutput, 404: ERROR_RESPONSE})
+    @extend_schema(operation_id="runs_retrieve", responses=RunDetailOutput)
     def get(self, request, run_id: int):
         return Response(RunDetailOutput(selectors.run_get(user=request.user, run_id=run_id)).data)
 
-    @extend_schema(operation_id="runs_destroy", responses={204: None, 404: ERROR_RESPONSE, 409: ERROR_RESPONSE})
+    @extend_schema(operation_id="runs_destroy", responses={204: None, 409: ErrorOutput})
     def delete(self, request, run_id: int):
         services.run_delete(user=request.user, run_id=run_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class RunCancelApi(APIView):
-    @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOutput, 409: ERROR_RESPONSE})
+    @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOutput, 409: ErrorOutput})
     def post(self, request, run_id: int):
         return Response(RunOutput(services.run_cancel(user=request.user, run_id=run_id)).data)
 
 
 class RunResumeApi(APIView):
-    @extend_schema(operation_id="runs_resume", request=None, responses={200: RunOutput, 409: ERROR_RESPONSE})
+    @extend_schema(operation_id="runs_resume", request=None, responses={200: RunOutput, 409: ErrorOutput})
     def post(self, request, run_id: int):
         return Response(RunOutput(services.run_resume(user=request.user, run_id=run_id)).data)
 
@@ -168,7 +164,8 @@ class CheckpointDownloadApi(APIView):
                                      description="a checkpoint id, or 'student' / 'full' for the latest of that kind")],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
                    (206, "application/octet-stream"): OpenApiTypes.BINARY,
-                   416: OpenApiResponse(description="range not satisfiable"), 404: ERROR_RESPONSE},
+                   304: OpenApiResponse(description="not modified (If-None-Match)"),
+                   416: ErrorOutput},
     )
     def get(self, request, run_id: int, checkpoint: str):
         run = selectors.run_get(user=request.user, run_id=run_id)
