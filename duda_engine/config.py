@@ -1,17 +1,24 @@
 """The typed configuration of one run, loaded from YAML/JSON and validated at the edge.
 
 Every field has a docstring-like comment; unknown keys are rejected; every error names its field
-(``train.crop_size: must be ...``). ``validate(config)`` checks what needs the file system and the
+(``train.crop_size: must be ...``). Every number has the range a run can use (``bounded``), every
+string is one line without control characters, and every field that names a file or folder is marked
+(``path_field``; ``path_fields()`` lists them) so that the web app can keep users to what the server
+offers while the CLI takes any path. ``validate(config)`` checks what needs the file system and the
 registries (dataset folders, backbone names) so that the CLI, the web form and the API accept and
 reject exactly the same configs before any training starts.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
+import math
 import types
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,45 +38,92 @@ class ConfigError(ValueError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+# --------------------------------------------------------------------------------------------
+# Field kinds: numbers carry the range a run can use; paths are marked (the web app confines them).
+# --------------------------------------------------------------------------------------------
+
+MAX_ITERATIONS = 10_000_000  # the run's step counters are 32-bit columns
+MAX_SEED = 2**31 - 1
+MAX_SIDE = 8192  # pixels of an image side, a crop or a sliding window
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take, both ends included unless open."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def describe(self, kind: type) -> str:
+        if kind is int:
+            return f"{self.low}..{self.high}"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+def bounded(default: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Any:
+    """A number, or a list of numbers (nested lists too), each of which must lie in the range."""
+    metadata = {"range": Range(low, high, low_open, high_open)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def path_field(default: str = "") -> Any:
+    """A path on the machine that runs the engine (a list of paths for a list field). The CLI takes any;
+    the web app never lets a user name one (``webapp.runs.confine``)."""
+    return field(default=default, metadata={"path": True})
+
+
+def path_list_field() -> Any:
+    return field(default_factory=list, metadata={"path": True})
+
+
 @dataclass
 class ClassesConfig:
     preset: str = "cityscapes"  # "cityscapes" or "custom"
     names: list[str] = field(default_factory=list)  # custom only: one name per class id
-    colours: list[list[int]] = field(default_factory=list)  # custom only: RGB per class id
-    ignore_index: int = 255  # label value that is never trained on or scored
+    colours: list[list[int]] = bounded([], 0, 255)  # custom only: RGB per class id
+    ignore_index: int = bounded(255, 0, 65535)  # label value that is never trained on or scored
 
 
 @dataclass
 class DatasetConfig:
     kind: str = "toy"  # one of DATASET_KINDS
-    root: str = ""  # dataset folder (real layouts, custom); toy: cache folder ("" = default)
+    root: str = path_field()  # dataset folder (real layouts, custom); toy: cache folder ("" = default)
     domain: str = ""  # toy: synthetic_a | synthetic_b | real | fog | night
     toy_size: str = "demo"  # toy: demo | full
     condition: str = ""  # acdc: fog | night | rain | snow
     train_split: str = "train"  # split used for training
     val_split: str = "val"  # split used for evaluation (target only)
-    image_dir: str = ""  # custom: image folder relative to root
-    label_dir: str = ""  # custom: label folder relative to root (matched by file stem)
-    list_file: str = ""  # custom: optional "image label" pairs, one per line, relative to root
+    image_dir: str = path_field()  # custom: image folder relative to root
+    label_dir: str = path_field()  # custom: label folder relative to root (matched by file stem)
+    list_file: str = path_field()  # custom: optional "image label" pairs, one per line, relative to root
     label_suffix: str = ""  # custom: suffix of a label's stem, e.g. "_gtFine_labelTrainIds"
-    resize: list[int] = field(default_factory=list)  # [W, H] each image is resized to fit first
+    resize: list[int] = bounded([], 8, MAX_SIDE)  # [W, H] each image is resized to fit first
 
 
 @dataclass
 class ModelConfig:
     student: str = "mit_b0"  # the deployed network (every method trains it)
     auxiliary: str = "mit_b5"  # DUDA's large student and EMA teacher
-    student_pretrained: str = ""  # local ImageNet weights file for the student's encoder
-    auxiliary_pretrained: str = ""  # local ImageNet weights file for the auxiliary encoder
+    student_pretrained: str = path_field()  # the student encoder's ImageNet weights: a local file, "imagenet" (its package) or ""
+    auxiliary_pretrained: str = path_field()  # the auxiliary encoder's ImageNet weights: a file, "imagenet" or ""
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 6e-5  # encoder learning rate
-    head_lr_mult: float = 10.0  # decoder lr = lr * this
-    weight_decay: float = 0.01
-    warmup_iters: int = 1500  # linear warm-up length
-    poly_power: float = 1.0  # polynomial decay after warm-up
+    lr: float = bounded(6e-5, 0.0, 1.0, low_open=True)  # encoder learning rate
+    head_lr_mult: float = bounded(10.0, 0.0, 1000.0, low_open=True)  # decoder lr = lr * this
+    weight_decay: float = bounded(0.01, 0.0, 10.0)
+    warmup_iters: int = bounded(1500, 0, MAX_ITERATIONS)  # linear warm-up length
+    poly_power: float = bounded(1.0, 0.0, 100.0)  # polynomial decay after warm-up
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -77,21 +131,21 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 @dataclass
 class TrainConfig:
-    iterations: int = 40000
-    batch_size: int = 2  # per domain: batch_size source + batch_size target images
-    crop_size: list[int] = field(default_factory=lambda: [512, 512])  # [H, W]
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])  # random resize
-    eval_interval: int = 4000  # iterations between evaluations (0 = only at the end)
-    checkpoint_interval: int = 4000  # iterations between full checkpoints (0 = only at the end)
-    log_interval: int = 50  # iterations between metric callbacks
-    num_samples: int = 4  # target val images whose predictions are sent at each evaluation
-    num_workers: int = 2  # data loader processes
+    iterations: int = bounded(40000, 1, MAX_ITERATIONS)
+    batch_size: int = bounded(2, 1, 256)  # per domain: batch_size source + batch_size target images
+    crop_size: list[int] = bounded([512, 512], 32, 4096)  # [H, W]
+    scale_range: list[float] = bounded([0.5, 2.0], 0.0, 16.0, low_open=True)  # random resize
+    eval_interval: int = bounded(4000, 0, MAX_ITERATIONS)  # iterations between evaluations (0 = only at the end)
+    checkpoint_interval: int = bounded(4000, 0, MAX_ITERATIONS)  # iterations between full checkpoints (0 = only at the end)
+    log_interval: int = bounded(50, 1, MAX_ITERATIONS)  # iterations between metric callbacks
+    num_samples: int = bounded(4, 0, 64)  # target val images whose predictions are sent at each evaluation
+    num_workers: int = bounded(2, 0, 64)  # data loader processes
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = False  # NHWC memory format for images and convolution weights
     compile: bool = False  # torch.compile every network (first iterations are slow while it compiles)
     compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | ...
-    max_val_images: int = 0  # evaluate on at most this many val images (0 = all)
+    max_val_images: int = bounded(0, 0, MAX_ITERATIONS)  # evaluate on at most this many val images (0 = all)
 
 
 # DAFormer's feature distance compares features on the pixels of Cityscapes' "thing" classes.
@@ -101,38 +155,38 @@ CITYSCAPES_THINGS = ("traffic light", "traffic sign", "person", "rider", "car", 
 
 @dataclass
 class SelfTrainingConfig:
-    ema_alpha: float = 0.999  # upper bound of the EMA factor
-    pseudo_threshold: float = 0.968  # confidence threshold for the pseudo-label weight
-    ignore_top: int = 0  # rows ignored at the top of target crops (DAFormer: 15 on Cityscapes)
-    ignore_bottom: int = 0  # rows ignored at the bottom (DAFormer: 120 on Cityscapes)
+    ema_alpha: float = bounded(0.999, 0.0, 1.0, low_open=True, high_open=True)  # upper bound of the EMA factor
+    pseudo_threshold: float = bounded(0.968, 0.0, 1.0)  # confidence threshold for the pseudo-label weight
+    ignore_top: int = bounded(0, 0, MAX_SIDE)  # rows ignored at the top of target crops (DAFormer: 15 on Cityscapes)
+    ignore_bottom: int = bounded(0, 0, MAX_SIDE)  # rows ignored at the bottom (DAFormer: 120 on Cityscapes)
     classmix: bool = True
     classmix_on_device: bool = False  # choose ClassMix classes without a host-device sync (other random draws)
-    color_jitter_strength: float = 0.2
-    color_jitter_p: float = 0.8
+    color_jitter_strength: float = bounded(0.2, 0.0, 10.0)
+    color_jitter_p: float = bounded(0.8, 0.0, 1.0)
     blur: bool = True
     rare_class_sampling: bool = True
-    rcs_temperature: float = 0.01
-    rcs_min_pixels: int = 3000  # pixels of a class for an image to qualify, per 1024x512 label (scaled by area)
-    fdist_weight: float = 0.0  # ImageNet feature distance (needs pretrained weights)
+    rcs_temperature: float = bounded(0.01, 1e-4, 100.0)
+    rcs_min_pixels: int = bounded(3000, 0, MAX_SIDE * MAX_SIDE)  # pixels of a class for an image to qualify, per 1024x512 label (scaled by area)
+    fdist_weight: float = bounded(0.0, 0.0, 1000.0)  # ImageNet feature distance (needs pretrained weights)
     fdist_classes: list[str] = field(default_factory=lambda: list(CITYSCAPES_THINGS))  # the pixels it compares
-    target_weight: float = 1.0  # weight of the pseudo-labelled loss on the mixed images (DAFormer: 1)
+    target_weight: float = bounded(1.0, 0.0, 1000.0)  # weight of the pseudo-labelled loss on the mixed images (DAFormer: 1)
     # A training-mode pass without gradients over the clean target batch each step, before the losses: the
     # student's BatchNorm running statistics see target-only batches too (AdaBN-like; DAFormer: off). In DUDA
     # both students get it.
     target_batchnorm: bool = False
-    mic_weight: float = 0.0  # masked image consistency loss weight (0 = off)
-    mic_mask_ratio: float = 0.7
-    mic_block_size: int = 64
+    mic_weight: float = bounded(0.0, 0.0, 1000.0)  # masked image consistency loss weight (0 = off)
+    mic_mask_ratio: float = bounded(0.7, 0.0, 1.0, high_open=True)
+    mic_block_size: int = bounded(64, 1, MAX_SIDE)
 
 
 @dataclass
 class DudaConfig:
-    pre_adaptation: float = 0.25  # share of iterations with hard pseudo-labels only (KD off)
-    ramp: float = 0.25  # share of iterations over which the KD weight ramps up
+    pre_adaptation: float = bounded(0.25, 0.0, 1.0)  # share of iterations with hard pseudo-labels only (KD off)
+    ramp: float = bounded(0.25, 0.0, 1.0)  # share of iterations over which the KD weight ramps up
     ramp_shape: str = "linear"  # linear | cosine | step
     handover: bool = False  # reading (b): the hard target loss falls as KD rises
-    kd_weight: float = 1.0  # the paper's KD; the bundled toy configs set 0 (measured: docs/RESULTS.md)
-    temperature: float = 2.0
+    kd_weight: float = bounded(1.0, 0.0, 1000.0)  # the paper's KD; the bundled toy configs set 0 (measured: docs/RESULTS.md)
+    temperature: float = bounded(2.0, 0.0, 100.0, low_open=True)
     kd_on_source: bool = False
     # What the teachers see for the distillation target of a mixed image. clean: the clean source and
     # target images, their soft predictions mixed with the ClassMix mask (weak-to-strong, as the hard
@@ -140,9 +194,9 @@ class DudaConfig:
     # it was measured: docs/RESULTS.md, "The teacher's view").
     kd_teacher_view: str = "clean"
     inconsistency: bool = True
-    inconsistency_gamma: float = 1.0
-    inconsistency_momentum: float = 0.99
-    inconsistency_clip: list[float] = field(default_factory=lambda: [0.5, 3.0])
+    inconsistency_gamma: float = bounded(1.0, 0.0, 100.0)
+    inconsistency_momentum: float = bounded(0.99, 0.0, 1.0, high_open=True)
+    inconsistency_clip: list[float] = bounded([0.5, 3.0], 0.0, 1000.0, low_open=True)
     # classes: the weights' mean over the classes is 1 (PAPER §2), so on a batch where the frequent,
     # agreed classes weigh < 1 the target loss shrinks; pixels: rescaled on each batch to mean 1 over
     # its labelled pixels as the loss weighs them, so the target loss keeps self-training's scale.
@@ -150,19 +204,19 @@ class DudaConfig:
     inconsistency_on_kd: bool = False
     inconsistency_during_pre_adaptation: bool = False
     teachers: list[str] = field(default_factory=lambda: ["ema"])  # ema, auxiliary, student_ema
-    frozen_teachers: list[str] = field(default_factory=list)  # checkpoint files of earlier runs
+    frozen_teachers: list[str] = path_list_field()  # checkpoint files of earlier runs
     fusion: str = "mean"  # mean | confidence
     frozen_teachers_on_cpu: bool = False
     batch_teacher_forwards: bool = False  # steady teachers predict target, mixed (and source) images in one pass
     frozen_teachers_precompute: bool = False  # predict every training image once, then drop the network
-    precompute_stride: int = 4  # stored at 1/stride of the fitted image size, uint8
+    precompute_stride: int = bounded(4, 1, 64)  # stored at 1/stride of the fitted image size, uint8
 
 
 @dataclass
 class EvalConfig:
     mode: str = "whole"  # whole | slide
-    window: list[int] = field(default_factory=lambda: [512, 512])  # slide: [H, W]
-    stride: list[int] = field(default_factory=lambda: [341, 341])  # slide: [H, W]
+    window: list[int] = bounded([512, 512], 32, MAX_SIDE)  # slide: [H, W]
+    stride: list[int] = bounded([341, 341], 1, MAX_SIDE)  # slide: [H, W]
     class_subset: str = ""  # "" (all) | synthia16 | synthia13
 
 
@@ -170,8 +224,8 @@ class EvalConfig:
 class ExperimentConfig:
     name: str = "run"
     method: str = "source_only"  # one of METHODS
-    seed: int = 0
-    output_dir: str = "runs/run"  # checkpoints, config and predictions go here
+    seed: int = bounded(0, 0, MAX_SEED)
+    output_dir: str = path_field("runs/run")  # checkpoints, config and predictions go here
     classes: ClassesConfig = field(default_factory=ClassesConfig)
     source: DatasetConfig = field(default_factory=DatasetConfig)
     target: DatasetConfig = field(default_factory=DatasetConfig)
@@ -191,6 +245,15 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------------------------
 
 
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut short."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer with more digits than Python converts to text
+        return "an integer too large to show"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _convert(value: Any, annotation: Any, path: str) -> Any:
     origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
@@ -206,19 +269,27 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
         raise TypeError(f"unions are not supported in config fields ({path})")
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(path, f"must be true or false, got {value!r}")
+            raise ConfigError(path, f"must be true or false, got {_shown(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, f"must be an integer, got {value!r}")
+            raise ConfigError(path, f"must be an integer, got {_shown(value)}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"must be a number, got {value!r}")
-        return float(value)
+            raise ConfigError(path, f"must be a number, got {_shown(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(path, f"must be a finite number, got {_shown(value)}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(path, f"must be a string, got {value!r}")
+            raise ConfigError(path, f"must be a string, got {_shown(value)}")
+        if any(unicodedata.category(char) == "Cc" for char in value):  # NUL, tab, newline, escape, ...
+            raise ConfigError(path, "must not contain control characters (every config string is one line)")
         return value
     return value
 
@@ -235,6 +306,58 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         where = f"{prefix}.{key}" if prefix else key
         kwargs[key] = _convert(value, hints[key], where)
     return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One field of the config that holds a value rather than a section."""
+
+    name: str  # dotted: "train.crop_size"
+    annotation: Any  # int, str, list[int], list[list[int]], ...
+    field: dataclasses.Field
+
+    @property
+    def scalar(self) -> Any:
+        """The type of each value: ``int`` for ``list[list[int]]``."""
+        kind = self.annotation
+        while typing.get_origin(kind) in (list, tuple):
+            kind = typing.get_args(kind)[0]
+        return kind
+
+    @property
+    def range(self) -> Range | None:
+        return self.field.metadata.get("range")
+
+    @property
+    def is_path(self) -> bool:
+        return bool(self.field.metadata.get("path"))
+
+
+@functools.cache
+def config_leaves(cls: type | None = None, prefix: str = "") -> tuple[Leaf, ...]:
+    """Every leaf field of the config (of ``cls``, default ``ExperimentConfig``), in declaration order."""
+    cls = cls or ExperimentConfig
+    hints = typing.get_type_hints(cls)
+    leaves: list[Leaf] = []
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            leaves.extend(config_leaves(hints[f.name], f"{name}."))
+        else:
+            leaves.append(Leaf(name, hints[f.name], f))
+    return tuple(leaves)
+
+
+def path_fields() -> tuple[str, ...]:
+    """The dotted names of the fields that hold paths on the machine that runs the engine."""
+    return tuple(leaf.name for leaf in config_leaves() if leaf.is_path)
+
+
+def leaf_value(config: ExperimentConfig, name: str) -> Any:
+    value: Any = config
+    for key in name.split("."):
+        value = getattr(value, key)
+    return value
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
@@ -303,7 +426,6 @@ def check_values(c: ExperimentConfig) -> None:
                 f"classes.colours[{i}]",
                 "must be [R, G, B] with values in 0..255",
             )
-    _require(0 <= c.classes.ignore_index <= 65535, "classes.ignore_index", "must be in 0..65535")
 
     for name in ("source", "target"):
         d: DatasetConfig = getattr(c, name)
@@ -324,6 +446,13 @@ def check_values(c: ExperimentConfig) -> None:
                 bool(d.list_file) or (bool(d.image_dir) and bool(d.label_dir)),
                 f"{name}.image_dir",
                 "a custom dataset needs image_dir and label_dir, or a list_file",
+            )
+        for split in ("train_split", "val_split"):
+            value = getattr(d, split)
+            _require(
+                bool(value) and value not in (".", "..") and not any(sep in value for sep in "/\\"),
+                f"{name}.{split}",
+                "must be a folder name (not empty, no '/', '\\', '.' or '..')",
             )
         if d.resize:
             _require(len(d.resize) == 2 and min(d.resize) >= 8, f"{name}.resize", "must be [W, H], each >= 8")
@@ -365,17 +494,12 @@ def check_values(c: ExperimentConfig) -> None:
     )
 
     s = c.self_training
-    _require(0 < s.ema_alpha < 1, "self_training.ema_alpha", "must be in (0, 1)")
-    _require(0 <= s.pseudo_threshold <= 1, "self_training.pseudo_threshold", "must be in [0, 1]")
-    _require(s.ignore_top >= 0 and s.ignore_bottom >= 0, "self_training.ignore_top", "ignored rows must be >= 0")
-    _require(0 <= s.color_jitter_p <= 1, "self_training.color_jitter_p", "must be in [0, 1]")
     _require(s.color_jitter_strength >= 0, "self_training.color_jitter_strength", "must be >= 0")
     _require(s.rcs_temperature > 0, "self_training.rcs_temperature", "must be > 0")
     _require(s.rcs_min_pixels >= 0, "self_training.rcs_min_pixels", "must be >= 0")
     _require(s.fdist_weight >= 0, "self_training.fdist_weight", "must be >= 0")
     _require(s.mic_weight >= 0, "self_training.mic_weight", "must be >= 0")
     _require(s.target_weight >= 0, "self_training.target_weight", "must be >= 0")
-    _require(0 <= s.mic_mask_ratio < 1, "self_training.mic_mask_ratio", "must be in [0, 1)")
     _require(s.mic_block_size >= 1, "self_training.mic_block_size", "must be >= 1")
     if s.fdist_weight > 0:  # in DUDA the large student trains with the base method
         weights = "auxiliary_pretrained" if c.method == "duda" else "student_pretrained"
@@ -390,7 +514,6 @@ def check_values(c: ExperimentConfig) -> None:
     _require(d.temperature > 0, "duda.temperature", "must be > 0")
     _require(d.kd_teacher_view in ("mixed", "clean"), "duda.kd_teacher_view", "must be mixed or clean")
     _require(d.inconsistency_gamma >= 0, "duda.inconsistency_gamma", "must be >= 0")
-    _require(0 <= d.inconsistency_momentum < 1, "duda.inconsistency_momentum", "must be in [0, 1)")
     _require(
         len(d.inconsistency_clip) == 2 and 0 < d.inconsistency_clip[0] <= 1 <= d.inconsistency_clip[1],
         "duda.inconsistency_clip",
@@ -402,7 +525,6 @@ def check_values(c: ExperimentConfig) -> None:
     _require(bool(d.teachers) or bool(d.frozen_teachers), "duda.teachers", "DUDA needs at least one teacher")
     _require(len(set(d.teachers)) == len(d.teachers), "duda.teachers", "name each teacher once")
     _require(d.fusion in ("mean", "confidence"), "duda.fusion", "must be mean or confidence")
-    _require(1 <= d.precompute_stride <= 64, "duda.precompute_stride", "must be in 1..64")
 
     e = c.eval
     _require(e.mode in ("whole", "slide"), "eval.mode", "must be whole or slide")
@@ -415,3 +537,20 @@ def check_values(c: ExperimentConfig) -> None:
     _require(e.class_subset in ("", "synthia16", "synthia13"), "eval.class_subset", "must be '', synthia16 or synthia13")
     if e.class_subset:
         _require(c.classes.preset == "cityscapes", "eval.class_subset", "SYNTHIA subsets need the cityscapes classes")
+
+    _check_ranges(c)
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, list):
+        return [number for item in value for number in _numbers(item)]
+    return [value]
+
+
+def _check_ranges(c: ExperimentConfig) -> None:
+    """Every number within its field's range: what a run can use (checked after the messages above)."""
+    for leaf in config_leaves():
+        if leaf.range is None:
+            continue
+        for number in _numbers(leaf_value(c, leaf.name)):
+            _require(number in leaf.range, leaf.name, f"must be in {leaf.range.describe(leaf.scalar)}")

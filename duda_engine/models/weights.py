@@ -85,7 +85,12 @@ def load_pretrained_encoder(encoder: nn.Module, path: str | Path) -> LoadReport:
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     if _looks_like_original_mit(state):
         state = _rename_original_mit(state)
+    return load_encoder_state(encoder, state, str(path))
 
+
+def load_encoder_state(encoder: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> LoadReport:
+    """Copy ``state`` (timm names, or timm's with ``.`` for ``_``) into ``encoder``; every encoder tensor
+    must be there with the right shape, else :class:`PretrainedWeightsError` naming ``source``."""
     target = encoder.state_dict()
     by_canonical = _unique_canonical_names(target)
     loaded: dict[str, torch.Tensor] = {}
@@ -104,7 +109,7 @@ def load_pretrained_encoder(encoder: nn.Module, path: str | Path) -> LoadReport:
     if missing or wrong_shape:
         needed = len([k for k in target if not k.endswith(_IGNORED_MISSING_SUFFIX)])
         parts = [
-            f"pretrained weights {path} do not match the encoder {type(encoder).__name__}:",
+            f"pretrained weights {source} do not match the encoder {type(encoder).__name__}:",
             f"{len(loaded)} of {needed} encoder keys matched, {len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(wrong_shape)} with the wrong shape.",
         ]
@@ -121,8 +126,8 @@ def load_pretrained_encoder(encoder: nn.Module, path: str | Path) -> LoadReport:
     merged.update({k: v.to(dtype=target[k].dtype) for k, v in loaded.items()})
     encoder.load_state_dict(merged, strict=True)
     if unexpected:
-        logger.info("%s: %d keys not used by the encoder, e.g. %s", path, len(unexpected), _examples(unexpected))
-    return LoadReport(path=str(path), matched=len(loaded), unexpected=unexpected)
+        logger.info("%s: %d keys not used by the encoder, e.g. %s", source, len(unexpected), _examples(unexpected))
+    return LoadReport(path=source, matched=len(loaded), unexpected=unexpected)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -137,6 +137,11 @@ const socket = new RunSocket(runId, store, {
 
 window.__duda = { store, socket, lossChart, miouChart };
 
+$("progress-bar").style.width = `${$("progress-bar").dataset.percent}%`;
+for (const form of document.querySelectorAll("form[data-confirm]")) {
+  form.addEventListener("submit", (event) => { if (!confirm(form.dataset.confirm)) event.preventDefault(); });
+}
+
 (async () => {
   showRun(await api(`/api/runs/${runId}/`));
   await Promise.all([loadClassIou(), loadEvents(), loadCheckpoints()]);

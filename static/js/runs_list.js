@@ -8,6 +8,7 @@ const empty = document.getElementById("empty");
 const count = document.getElementById("count");
 const compare = document.getElementById("compare");
 const selected = new Set();
+form.addEventListener("submit", (event) => event.preventDefault());
 let timer = null;
 
 for (const [key, value] of new URLSearchParams(location.search)) {

@@ -29,7 +29,10 @@ from duda_engine.models import (
     preset_names,
 )
 
-REQUIRED_PRESETS = {"mit_b5", "resnet101", "mit_b0", "mit_b1", "mit_b2", "resnet18", "resnet50", "mobilenetv3"}
+REQUIRED_PRESETS = {
+    "mit_b5", "resnet101", "lite2", "mit_b0", "mit_b1", "mit_b2", "resnet18", "resnet50", "mobilenetv3",
+    "lite0", "lite1", "mobilenetv2",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +65,8 @@ def _images(batch: int = 1, height: int = 64, width: int = 64) -> torch.Tensor:
 def test_required_presets_exist_with_their_heavy_flags():
     assert set(preset_names()) >= REQUIRED_PRESETS
     assert preset_names() == sorted(preset_names())
-    assert get_preset("mit_b5").heavy and get_preset("resnet101").heavy
-    for name in ("mit_b0", "mit_b1", "mit_b2", "resnet18", "resnet50", "mobilenetv3"):
+    assert get_preset("mit_b5").heavy and get_preset("resnet101").heavy and get_preset("lite2").heavy
+    for name in ("mit_b0", "mit_b1", "mit_b2", "resnet18", "resnet50", "mobilenetv3", "lite0", "lite1", "mobilenetv2"):
         assert not get_preset(name).heavy, name
 
 
@@ -76,6 +79,10 @@ def test_presets_pair_the_documented_encoders_and_heads():
         "resnet101": ("resnet101", "deeplabv2", 0),
         "resnet50": ("resnet50", "deeplabv2", 0),
         "resnet18": ("resnet18", "deeplabv2", 0),
+        "lite2": ("tf_efficientnet_lite2", "daformer", 256),
+        "lite0": ("tf_efficientnet_lite0", "segformer", 128),
+        "lite1": ("tf_efficientnet_lite1", "segformer", 128),
+        "mobilenetv2": ("mobilenetv2_100", "segformer", 128),
     }
     for name, (encoder, head, width) in expected.items():
         preset = get_preset(name)
@@ -143,10 +150,13 @@ def test_odd_input_size_gives_logits_of_that_size(built: Callable[[str], Segment
         assert built(name)(_images(2, 72, 40)).shape == (2, 19, 72, 40)
 
 
-def test_normalisation_happens_inside_the_model(built: Callable[[str], Segmentor]):
-    seg = built("mit_b0")
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+@pytest.mark.parametrize(
+    ("name", "mean", "std"), [("mit_b0", IMAGENET_MEAN, IMAGENET_STD), ("lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
+)
+def test_normalisation_happens_inside_the_model(built: Callable[[str], Segmentor], name: str, mean, std):
+    seg = built(name)
+    mean = torch.tensor(mean).view(1, 3, 1, 1)
+    std = torch.tensor(std).view(1, 3, 1, 1)
     assert torch.equal(seg.mean, mean) and torch.equal(seg.std, std)
     assert "mean" not in seg.state_dict() and "std" not in seg.state_dict()  # non-persistent buffers
 

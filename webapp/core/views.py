@@ -1,9 +1,10 @@
 """Pages and probes that belong to no single feature."""
 
 from django.contrib.auth.decorators import login_required
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+
+from webapp.core.health import health_report
 
 
 @login_required
@@ -12,8 +13,6 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def health(request: HttpRequest) -> JsonResponse:
-    """Liveness probe: the process answers and the database takes a query."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
-    return JsonResponse({"status": "ok", "database": connection.vendor})
+    """Readiness probe: each dependency with its own status; 503 when any of them is down."""
+    ok, checks = health_report()
+    return JsonResponse({"status": "ok" if ok else "error", "checks": checks}, status=200 if ok else 503)

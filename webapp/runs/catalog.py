@@ -1,5 +1,6 @@
 """What a run can be launched on: the bundled toy benchmarks, real datasets under the data root,
-the model presets and the methods. Everything comes from the engine; nothing is re-implemented here.
+the weights sources, the model presets and the methods. Everything comes from the engine; nothing is
+re-implemented here.
 
 Engine modules are imported lazily (inside functions) so that importing the web app stays cheap.
 """
@@ -238,6 +239,23 @@ def _real_entry(key: str, label: str, config: dict[str, Any], present: bool, mis
                         counts=counts, usable_as_source=as_source, usable_as_target=as_target)
 
 
+def _paths_outside(folder: Path, config: dict[str, Any]) -> str:
+    """Why a custom dataset's folders or list file leave its own folder ("" when none does): each is
+    resolved (``..`` and symlinks) against the folder, with ``{split}`` standing for a split's name."""
+    inside = folder.resolve()
+    for name in ("image_dir", "label_dir", "list_file"):
+        value = config.get(name) or ""
+        if not isinstance(value, str):
+            return f"{name} must be a path relative to the dataset folder"
+        try:
+            resolved = (inside / value.replace("{split}", "split")).resolve()
+        except (OSError, ValueError) as error:  # a NUL character, a symlink loop
+            return f"{name} {value!r} is not a usable path: {error}"
+        if value and not resolved.is_relative_to(inside):
+            return f"{name} {value!r} leads out of the dataset folder {folder}"
+    return ""
+
+
 def real_datasets() -> list[DatasetEntry]:
     """Known dataset kinds under ``DUDA_DATASETS_ROOT`` (present or with the reason they are not),
     and custom datasets: folders holding a ``dataset.yaml`` of DatasetConfig fields."""
@@ -269,6 +287,11 @@ def real_datasets() -> list[DatasetEntry]:
                                             reason=f"{manifest}: {error}", usable_as_source=False, usable_as_target=False))
                 continue
             config = {"kind": "custom", **{k: v for k, v in data.items() if k not in ("kind", "root", "label")}, "root": str(folder)}
+            outside = _paths_outside(folder, config)
+            if outside:
+                entries.append(DatasetEntry(key, folder.name, "custom", config, ok=False, reason=f"{manifest}: {outside}",
+                                            usable_as_source=False, usable_as_target=False))
+                continue
             entries.append(_real_entry(key, str(data.get("label", folder.name)), config, True, ""))
     return entries
 
@@ -289,3 +312,32 @@ def pair_base_config(source: DatasetEntry, target: DatasetEntry) -> dict[str, An
     if source.kind == "synthia":
         config["eval"] = {"class_subset": "synthia16"}
     return config
+
+
+# --------------------------------------------------------------------------------------------
+# Weights sources (ImageNet weights of an encoder)
+# --------------------------------------------------------------------------------------------
+
+IMAGENET_WEIGHTS = "imagenet"  # a source the engine knows by name, not a file
+
+
+def weights_files() -> dict[str, Path]:
+    """The weights files under ``WEIGHTS_DIR`` by name, each resolved (symlinks and ``..``) to a file
+    that stays inside the folder; anything that leads out is not offered."""
+    folder = Path(settings.WEIGHTS_DIR).resolve()
+    if not folder.is_dir():
+        return {}
+    files = {}
+    for entry in sorted(folder.iterdir()):
+        try:
+            real = entry.resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            continue
+        if entry.name != IMAGENET_WEIGHTS and not entry.name.startswith(".") and real.is_file() and real.is_relative_to(folder):
+            files[entry.name] = real
+    return files
+
+
+def weights_sources() -> list[str]:
+    """What a launch may name as a ``*_pretrained`` weights source ("" is none)."""
+    return [IMAGENET_WEIGHTS, *weights_files()]

@@ -15,7 +15,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 CHUNK = 1 << 20
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")  # ASCII digits; longer numbers: the header is ignored
 
 
 def file_chunks(path: Path, start: int, length: int, chunk: int = CHUNK) -> Iterator[bytes]:
@@ -48,7 +48,7 @@ async def afile_chunks(path: Path, start: int, length: int, chunk: int = CHUNK) 
 def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     """``(start, end)`` inclusive for one satisfiable range, ``"unsatisfiable"``, or None to ignore
     the header (malformed, or several ranges: the whole file is sent, as RFC 9110 allows)."""
-    match = _RANGE.match(header.strip().replace(" ", ""))
+    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
     if not match:
         return None
     first, last = match.groups()

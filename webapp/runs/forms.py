@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
-import yaml
+import re
+
 from django import forms
 
-from webapp.runs import catalog, selectors, services
+from webapp.runs import catalog, inputs, selectors, services
 from webapp.runs.api.serializers import parse_crop_size
 
 NUMBER = {"inputmode": "numeric"}
+MAX_OVERRIDES_LENGTH = 20_000
+_CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,7}")
+
+
+class AsciiIntegerField(forms.IntegerField):
+    """A whole number written in ASCII digits (Django's own also reads "١٢" and "3.0")."""
+
+    widget = forms.NumberInput(attrs=NUMBER)
+
+    def to_python(self, value):
+        text = str(value).strip() if value is not None else ""
+        if text and not re.fullmatch(r"[-+]?[0-9]{1,30}", text):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(text)
+
+
+class AsciiFloatField(forms.FloatField):
+    """A finite decimal number written in ASCII (Django's own also reads "١.٥")."""
+
+    def to_python(self, value):
+        text = str(value).strip() if value is not None else ""
+        if text and not re.fullmatch(r"[-+]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][-+]?[0-9]{1,3})?", text):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(text)
 
 
 def _preset_choices(heavy_first: bool) -> list:
@@ -20,7 +45,8 @@ def _preset_choices(heavy_first: bool) -> list:
 
 
 def parse_overrides(text: str) -> dict:
-    """``key.sub = value`` (or ``key.sub: value``) per line; values are YAML (``3``, ``true``, ``[1, 2]``)."""
+    """``key.sub = value`` (or ``key.sub: value``) per line; values are YAML (``3``, ``true``, ``[1, 2]``)
+    without anchors or aliases (see ``inputs.yaml_value``)."""
     overrides = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -28,14 +54,16 @@ def parse_overrides(text: str) -> dict:
             continue
         separator = "=" if "=" in line else ":" if ":" in line else None
         if separator is None:
-            raise forms.ValidationError(f"line {number}: expected key = value, got {line!r}")
+            raise forms.ValidationError(f"line {number}: expected key = value, got {inputs.quote(line)}")
         key, value = (part.strip() for part in line.split(separator, 1))
         if not key:
             raise forms.ValidationError(f"line {number}: the key is empty")
+        if not _CONFIG_KEY.fullmatch(key):
+            raise forms.ValidationError(f"line {number}: {inputs.quote(key)} is not a dotted config key")
         try:
-            overrides[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            raise forms.ValidationError(f"line {number}: {value!r} is not a valid value") from None
+            overrides[key] = inputs.yaml_value(value) if value else ""
+        except ValueError as error:
+            raise forms.ValidationError(f"line {number}: {inputs.quote(value)} is not a valid value: {error}") from None
     return overrides
 
 
@@ -47,10 +75,10 @@ class RunLaunchForm(forms.Form):
     method = forms.ChoiceField()
     student = forms.ChoiceField(help_text="light backbone: the network you deploy")
     auxiliary = forms.ChoiceField(required=False, help_text="heavy backbone: DUDA's auxiliary student and teacher")
-    iterations = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    iterations = AsciiIntegerField(required=False)
     crop_size = forms.CharField(required=False, help_text="H×W, e.g. 512x512")
-    batch_size = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
-    seed = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    batch_size = AsciiIntegerField(required=False)
+    seed = AsciiIntegerField(required=False)
     baseline = forms.CharField(required=False, widget=forms.Select(choices=[("auto", "latest matching source-only run")]),
                                help_text="source-only run whose predictions and per-class IoU are compared")
     teachers = forms.TypedMultipleChoiceField(
@@ -62,17 +90,17 @@ class RunLaunchForm(forms.Form):
         help_text="predict once before training and free their memory (saves GPU memory; see the docs for what differs)",
     )
     # advanced
-    eval_interval = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
-    checkpoint_interval = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
-    log_interval = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
-    num_samples = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
-    max_val_images = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
-    num_workers = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
-    lr = forms.FloatField(required=False, label="Learning rate")
-    warmup_iters = forms.IntegerField(required=False, widget=forms.NumberInput(attrs=NUMBER))
+    eval_interval = AsciiIntegerField(required=False)
+    checkpoint_interval = AsciiIntegerField(required=False)
+    log_interval = AsciiIntegerField(required=False)
+    num_samples = AsciiIntegerField(required=False)
+    max_val_images = AsciiIntegerField(required=False)
+    num_workers = AsciiIntegerField(required=False)
+    lr = AsciiFloatField(required=False, label="Learning rate")
+    warmup_iters = AsciiIntegerField(required=False)
     device = forms.CharField(required=False, help_text="auto, cpu, cuda or cuda:N")
     overrides = forms.CharField(
-        required=False,
+        required=False, max_length=MAX_OVERRIDES_LENGTH,
         widget=forms.Textarea(attrs={"rows": 4, "placeholder": "self_training.mic_weight = 1.0\nduda.kd_weight = 0.5"}),
         help_text="any engine config field, one 'dotted.key = value' per line",
     )
@@ -118,6 +146,16 @@ class RunLaunchForm(forms.Form):
             return parse_crop_size(value)
         except ValueError as error:
             raise forms.ValidationError(str(error)) from None
+
+    def clean_baseline(self):
+        """``auto``, empty (no baseline) or a run id in ASCII digits."""
+        value = self.cleaned_data.get("baseline") or ""
+        if value in ("auto", ""):
+            return value
+        run_id = inputs.positive_int(value)
+        if run_id is None:
+            raise forms.ValidationError(f"{inputs.quote(value)} is not a run id")
+        return run_id
 
     def clean_overrides(self):
         return parse_overrides(self.cleaned_data.get("overrides", ""))

@@ -1,22 +1,34 @@
 """Live updates: one channel group per run (``run-<id>``); events are typed ``run.<what>``.
 
-Code outside consumers publishes through :func:`publish`. With Redis (production) that is a plain
-``async_to_sync(group_send)``. With the in-memory layer (embedded mode) the layer's queues belong to
-the web server's event loop, and the worker is a thread of the same process: the message is handed
-to that loop (captured when a socket connects) instead of being put on its queues from another thread.
+Code outside consumers publishes through :func:`publish`, which never blocks its caller (the training
+loop): the message goes on a bounded in-process queue, and one background thread per process sends
+the queue in order, each send bounded by :data:`SEND_TIMEOUT_S`. When the layer cannot take a message
+(Redis down or hung), that message and the backlog behind it are dropped: the rows are in the
+database, and the browser backfills from the REST API when its socket comes back.
+
+With Redis (production) the sender thread runs its own event loop. With the in-memory layer
+(embedded mode) the layer's queues belong to the web server's event loop, and the worker is a thread
+of the same process: the message is handed to that loop (captured when a socket connects).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import math
+import os
+import queue
+import threading
+import time
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 1.0  # the longest one send may take before the message is dropped
+QUEUE_SIZE = 1000  # messages waiting to be sent; more are dropped (a run publishes ~10 a second)
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 
@@ -42,27 +54,107 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def publish(run_id: int, event: str, payload: dict[str, Any]) -> None:
-    """Send ``{"type": "run.<event>", **payload}`` to the run's group; never raises."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    message = {"type": f"run.{event}", **_clean(payload)}
-    group = group_name(run_id)
-    try:
-        if isinstance(layer, InMemoryChannelLayer):
-            loop = _server_loop
-            if loop is None or loop.is_closed():
-                return  # nobody has connected in this process: there is no one to tell
+class _Sender:
+    """The process's queue of outgoing messages and the daemon thread that sends them in order."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.queue: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=QUEUE_SIZE)
+        self.failing = False  # the last send failed: warn once per outage, not once per message
+        self.thread = threading.Thread(target=self._run, name="live-publisher", daemon=True)
+        self.thread.start()
+
+    def put(self, group: str, message: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait((group, message))
+        except queue.Full:
+            log.debug("live update queue full: dropped %s to %s", message["type"], group)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued message was sent or dropped; False if that took over ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        while True:
+            group, message = self.queue.get()
             try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                loop.create_task(layer.group_send(group, message))
-            else:
-                asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(timeout=5)
-            return
-        async_to_sync(layer.group_send)(group, message)
-    except Exception:  # noqa: BLE001 - live updates are best effort; the database holds the truth
-        log.warning("could not publish %s to %s", event, group, exc_info=True)
+                sent = self._send(loop, group, message)
+            except Exception:  # noqa: BLE001 - a live update is best effort; the database holds the truth
+                sent = False
+                if not self.failing:
+                    log.warning("could not publish %s to %s; dropping live updates until the layer answers",
+                                message["type"], group, exc_info=True)
+            finally:
+                self.queue.task_done()
+            if sent is False:
+                self.failing = True
+                self._drop_backlog()
+            elif sent:
+                if self.failing:
+                    log.info("live updates are delivered again")
+                self.failing = False
+
+    def _send(self, loop: asyncio.AbstractEventLoop, group: str, message: dict[str, Any]) -> bool | None:
+        """True: sent; None: nobody to tell (no layer, or no socket in this embedded process)."""
+        layer = get_channel_layer()
+        if layer is None:
+            return None
+        if isinstance(layer, InMemoryChannelLayer):
+            server = _server_loop
+            if server is None or server.is_closed():
+                return None
+            asyncio.run_coroutine_threadsafe(layer.group_send(group, message), server).result(timeout=SEND_TIMEOUT_S)
+            return True
+        loop.run_until_complete(asyncio.wait_for(layer.group_send(group, message), timeout=SEND_TIMEOUT_S))
+        return True
+
+    def _drop_backlog(self) -> None:
+        """The layer did not take the last message: those queued behind it would wait for nothing."""
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return
+            self.queue.task_done()
+
+
+_sender: _Sender | None = None
+_sender_lock = threading.Lock()
+
+
+def _the_sender() -> _Sender:
+    """This process's sender, started on first use (again in a forked child, whose thread is gone)."""
+    global _sender
+    sender = _sender
+    if sender is None or sender.pid != os.getpid():
+        with _sender_lock:
+            if _sender is None or _sender.pid != os.getpid():
+                _sender = _Sender()
+            sender = _sender
+    return sender
+
+
+def publish(run_id: int, event: str, payload: dict[str, Any]) -> None:
+    """Queue ``{"type": "run.<event>", **payload}`` for the run's group; never blocks, never raises."""
+    try:
+        message = {"type": f"run.{event}", **_clean(payload)}
+        _the_sender().put(group_name(run_id), message)
+    except Exception:  # noqa: BLE001 - live updates are best effort
+        log.warning("could not queue %s for run %s", event, run_id, exc_info=True)
+
+
+def flush(timeout: float = 2.0) -> bool:
+    """Wait (at most ``timeout`` seconds) until what this process published was sent or dropped."""
+    sender = _sender
+    if sender is None or sender.pid != os.getpid():
+        return True
+    return sender.flush(timeout)
+
+
+atexit.register(flush)  # a worker or CLI that exits right after a run still sends its last updates

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from webapp.runs import inputs
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import (
     Checkpoint,
@@ -41,10 +42,10 @@ def run_is_visible(*, user, run_id: int) -> bool:
 
 
 def run_get(*, user, run_id) -> Run:
-    try:
-        run_id = int(run_id)
-    except (TypeError, ValueError):
-        raise ApplicationError.not_found() from None
+    if not isinstance(run_id, int):
+        run_id = inputs.positive_int(str(run_id))
+    if run_id is None or not 1 <= run_id <= inputs.MAX_ID:
+        raise ApplicationError.not_found()
     run = runs_visible_to(user).select_related("owner", "baseline").filter(pk=run_id).first()
     if run is None:
         raise ApplicationError.not_found()
@@ -66,8 +67,9 @@ def run_list(*, user, status: str = "", method: str = "", query: str = "", targe
         runs = runs.filter(student=student)
     if query:
         q = Q(name__icontains=query) | Q(source_dataset__icontains=query) | Q(target_dataset__icontains=query)
-        if query.isdigit():
-            q |= Q(pk=int(query))
+        run_id = inputs.positive_int(query)
+        if run_id is not None:
+            q |= Q(pk=run_id)
         runs = runs.filter(q)
     return runs
 
@@ -263,8 +265,8 @@ def checkpoint_get(*, run: Run, checkpoint: str) -> Checkpoint:
     rows = Checkpoint.objects.filter(run=run)
     if checkpoint in (CheckpointKind.STUDENT, CheckpointKind.FULL):
         found = rows.filter(kind=checkpoint).order_by("-step").first()
-    elif str(checkpoint).isdigit():
-        found = rows.filter(pk=int(checkpoint)).first()
+    elif (checkpoint_id := inputs.positive_int(str(checkpoint))) is not None:
+        found = rows.filter(pk=checkpoint_id).first()
     else:
         found = None
     if found is None:

@@ -8,6 +8,7 @@ browser are sent only after the transaction commits (check, do, notify).
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -23,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from webapp.runs import catalog, live, selectors
+from webapp.runs import catalog, confine, live, selectors
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import (
     FINISHED_STATUSES,
@@ -205,7 +206,8 @@ def _check_teacher_classes(config, teachers: list[Run]) -> None:
 def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConfig:
     """The engine config of a launch, validated by the engine; ApplicationError with field errors.
 
-    ``teachers``: finished runs whose student checkpoints become ``duda.frozen_teachers``.
+    ``teachers``: finished runs whose student checkpoints become ``duda.frozen_teachers``. Paths in the
+    overrides are decided by ``confine``: a user names data only by what the server offers.
     """
     from duda_engine.config import ConfigError, config_from_dict
     from duda_engine.validation import validate_config
@@ -244,14 +246,14 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
         value = getattr(spec, name)
         if value is not None and value != "":
             _set(data, dotted, list(value) if isinstance(value, tuple) else value)
+    overridden: dict[str, Any] = {}  # what the overrides alone set, as a config tree
     for dotted, value in spec.overrides.items():
         if not isinstance(dotted, str) or not dotted.strip():
             raise ApplicationError.invalid("bad override", fields={"overrides": [f"{dotted!r} is not a config key"]})
-        if dotted.strip() in ("output_dir",):
-            raise ApplicationError.invalid("bad override", fields={"overrides": ["output_dir is set by the server"]})
-        _set(data, dotted.strip(), value)
-    if (data.get("duda") or {}).get("frozen_teachers"):  # set by an override: only runs this user may see, never a file
-        raise ApplicationError.invalid("bad override", fields={"overrides": ["choose frozen teachers with the teachers field"]})
+        _set(data, dotted.strip(), copy.deepcopy(value))
+        _set(overridden, dotted.strip(), copy.deepcopy(value))
+    for dotted, value in confine.confined_paths(overridden).items():
+        _set(data, dotted, value)
     if teachers:
         students = [run.folder / selectors.checkpoint_get(run=run, checkpoint=CheckpointKind.STUDENT).path for run in teachers]
         _set(data, "duda.frozen_teachers", [str(path) for path in students])

@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from webapp.runs import catalog, selectors, services
+from webapp.runs import catalog, inputs, selectors, services
 from webapp.runs.errors import ApplicationError
 from webapp.runs.forms import RunLaunchForm
 from webapp.runs.models import RunStatus
@@ -21,6 +21,10 @@ def _run_or_404(request: HttpRequest, run_id: int):
         return selectors.run_get(user=request.user, run_id=run_id)
     except ApplicationError:
         raise Http404("run not found") from None
+
+
+def _bad_request(request: HttpRequest, error: ApplicationError) -> HttpResponse:
+    return render(request, "runs/bad_request.html", {"message": error.message}, status=400)
 
 
 @login_required
@@ -76,14 +80,17 @@ def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, "runs/gallery.html", {
         "run": run,
         "others": others.order_by("-created_at")[:50],
-        "compare_id": request.GET.get("compare", ""),
+        "compare_id": str(inputs.positive_int(request.GET.get("compare", "")) or ""),  # a bad id: no second run
         "gallery_config": {"run": run.pk, "method": run.method, "name": run.name},
     })
 
 
 @login_required
 def runs_compare(request: HttpRequest) -> HttpResponse:
-    ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.strip().isdigit()]
+    try:
+        ids = inputs.id_list(request.GET, "ids")
+    except ApplicationError as error:
+        return _bad_request(request, error)
     return render(request, "runs/compare.html", {"ids": ids})
 
 

@@ -40,13 +40,6 @@ def test_channel_layer_goes_through_redis():
 
 
 @pytest.mark.django_db
-def test_health_reports_the_database(client):
-    response = client.get("/health/")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "postgresql"}
-
-
-@pytest.mark.django_db
 def test_home_requires_login(client, django_user_model):
     assert client.get("/").status_code == 302
     django_user_model.objects.create_user("ada", password="correct-horse")

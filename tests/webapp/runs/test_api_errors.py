@@ -79,9 +79,8 @@ def test_400_unparsable_json_has_empty_fields(api):
     assert_error(api.post("/api/runs/", "{", content_type="application/json"), 400, "parse_error", fields={})
 
 
-@pytest.mark.parametrize("body", ["[" * 100_000, '{"overrides": ' * 5000 + "1" + "}" * 5000, '{"lr": 1e999}',
-                                  '{"overrides": {"optim.lr": -1e400}}'])
-def test_json_nested_too_deeply_or_beyond_a_float_is_a_400(api, body):
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"overrides": ' * 5000 + "1" + "}" * 5000])
+def test_json_nested_too_deeply_is_a_400(api, body):
     for url in ("/api/runs/", "/api/auth/token/"):
         assert_error(api.post(url, body, content_type="application/json"), 400, "parse_error", fields={})
     assert not Run.objects.exists()

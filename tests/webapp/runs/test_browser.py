@@ -80,7 +80,7 @@ def test_launch_watch_gallery_download(stack, django_user_model, monkeypatch, tm
                             ("num_samples", "2"), ("max_val_images", "4"), ("num_workers", "0"), ("device", "cpu")):
             page.fill(f"input[name={name}]", value)
         page.fill("textarea[name=overrides]", "self_training.rare_class_sampling = false")
-        page.wait_for_function(f"document.querySelector('select[name=baseline]').options[0].text.includes('#{baseline['id']}')")
+        page.wait_for_function(f"() => document.querySelector('select[name=baseline]').options[0].text.includes('#{baseline['id']}')")
         page.click("#submit")
         error = page.locator("#crop_size-errors")
         error.wait_for()
@@ -94,14 +94,14 @@ def test_launch_watch_gallery_download(stack, django_user_model, monkeypatch, tm
         assert Run.objects.get(pk=run_id).baseline_id == baseline["id"]
 
         # The curve grows live; a dropped socket is backfilled from REST.
-        page.wait_for_function("window.__duda && window.__duda.lossChart.pointCount >= 3", timeout=240_000)
+        page.wait_for_function("() => window.__duda && window.__duda.lossChart.pointCount >= 3", timeout=240_000)
         early = page.evaluate("window.__duda.lossChart.pointCount")
         page.screenshot(path=screenshot_path("runs-detail-live"), full_page=True)
         page.evaluate("window.__duda.socket.drop()")
-        page.wait_for_function(f"window.__duda.lossChart.pointCount > {min(early + 3, 15)}", timeout=240_000)
+        page.wait_for_function(f"() => window.__duda.lossChart.pointCount > {min(early + 3, 15)}", timeout=240_000)
         assert page.evaluate("window.__duda.socket.connects") >= 2
         page.wait_for_selector("#status.succeeded", timeout=240_000)
-        page.wait_for_function("window.__duda.store.count('loss/source') === 16", timeout=30_000)
+        page.wait_for_function("() => window.__duda.store.count('loss/source') === 16", timeout=30_000)
         assert page.evaluate("window.__duda.store.gaps('loss/source', 1)") == []
         assert page.evaluate("window.__duda.store.count('eval/miou')") == 2
         page.wait_for_selector("#class-iou tbody tr:nth-child(19)")
@@ -119,7 +119,7 @@ def test_launch_watch_gallery_download(stack, django_user_model, monkeypatch, tm
         # The gallery: input | truth | source-only | student | teacher.
         page.click("#gallery-link")
         page.wait_for_url(f"{url}/runs/{run_id}/gallery/")
-        page.wait_for_function("Number(document.body.dataset.galleryRendered || 0) >= 1")
+        page.wait_for_function("() => Number(document.body.dataset.galleryRendered || 0) >= 1")
         roles = page.eval_on_selector_all(".sample[data-index=\"0\"] canvas", "cs => cs.map(c => c.dataset.role)")
         assert roles == ["input", "ground_truth", "source", "student", "teacher"]
         page.screenshot(path=screenshot_path("runs-gallery"), full_page=True)
@@ -131,7 +131,7 @@ def test_launch_watch_gallery_download(stack, django_user_model, monkeypatch, tm
         before = page.evaluate(COUNT_COLOUR, [truth, list(ROAD)])
         assert before > 0
         page.click(".legend button[data-class='0']")
-        page.wait_for_function(f"({COUNT_COLOUR})(['{truth}', [128, 64, 128]]) === 0")
+        page.wait_for_function(f"() => ({COUNT_COLOUR})(['{truth}', [128, 64, 128]]) === 0")
         assert page.locator(".legend button[data-class='0'].off").count() == 1
         page.screenshot(path=screenshot_path("runs-gallery-road-hidden"), full_page=True)
 
@@ -139,7 +139,7 @@ def test_launch_watch_gallery_download(stack, django_user_model, monkeypatch, tm
         student_panel = ".sample[data-index=\"0\"] canvas[data-role=student]"
         assert page.get_attribute(student_panel, "data-step") == "16"
         page.eval_on_selector("#step", "e => { e.value = '0'; e.dispatchEvent(new Event('input')); }")
-        page.wait_for_function(f"document.querySelector('{student_panel}').dataset.step === '8'")
+        page.wait_for_function(f"() => document.querySelector('{student_panel}').dataset.step === '8'")
         assert page.inner_text("#step-label").startswith("step 8")
         page.click(".legend button[data-class='0']")  # road back
         page.screenshot(path=screenshot_path("runs-gallery-step-8"), full_page=True)
@@ -152,7 +152,7 @@ def test_launch_watch_gallery_download(stack, django_user_model, monkeypatch, tm
 
         # Side by side with the baseline run, and the other pages.
         page.select_option("#compare-run", str(baseline["id"]))
-        page.wait_for_function("document.querySelectorAll('.sample[data-index=\"0\"] canvas').length === 6")
+        page.wait_for_function("() => document.querySelectorAll('.sample[data-index=\"0\"] canvas').length === 6")
         page.screenshot(path=screenshot_path("runs-gallery-two-runs"), full_page=True)
         page.goto(f"{url}/runs/compare/?ids={run_id},{baseline['id']}")
         page.wait_for_selector("#class-table tbody tr:nth-child(19)")

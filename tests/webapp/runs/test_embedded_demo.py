@@ -45,11 +45,11 @@ def test_demo_trains_a_toy_run_launched_in_the_browser(tmp_path):
             page.click("#submit")
             page.wait_for_url(url + "/runs/*/")
             page.wait_for_selector("#status.succeeded", timeout=240_000)
-            page.wait_for_function("window.__duda.store.count('loss/source') === 8")
+            page.wait_for_function("() => window.__duda.store.count('loss/source') === 8")
             assert page.evaluate("window.__duda.socket.received") > 0  # live, through the in-memory layer
             page.screenshot(path=screenshot_path("embedded-run-detail"), full_page=True)
             page.click("#gallery-link")
-            page.wait_for_function("Number(document.body.dataset.galleryRendered || 0) >= 1")
+            page.wait_for_function("() => Number(document.body.dataset.galleryRendered || 0) >= 1")
             assert page.locator(".sample").count() == 2
             page.screenshot(path=screenshot_path("embedded-gallery"), full_page=True)
     finally:

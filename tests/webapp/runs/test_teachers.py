@@ -59,7 +59,7 @@ def test_teachers_that_cannot_teach_are_refused_with_the_field(alice, bob):
                       {"duda": {"teachers": ["ema"], "frozen_teachers": [str(theirs.folder / "student.pt")]}}):
         with pytest.raises(ApplicationError) as caught:
             launch(alice, **DUDA, overrides=overrides)
-        assert caught.value.fields == {"overrides": ["choose frozen teachers with the teachers field"]}
+        assert caught.value.fields == {"overrides": ["duda.frozen_teachers: choose frozen teachers with the teachers field"]}
 
 
 def test_a_teacher_is_kept_while_a_run_that_learns_from_it_can_still_run(alice, django_capture_on_commit_callbacks):

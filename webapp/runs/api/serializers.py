@@ -7,7 +7,7 @@ import re
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from webapp.runs import services
+from webapp.runs import inputs, services
 from webapp.runs.models import Checkpoint, Run, RunEvent
 
 
@@ -23,10 +23,11 @@ def parse_crop_size(value) -> list[int]:
         return [int(v) for v in value]
     if isinstance(value, str):
         parts = [p for p in re.split(r"[x×X,\s]+", value.strip()) if p]
-        if len(parts) == 1 and parts[0].isdigit():
-            return [int(parts[0])] * 2
-        if len(parts) == 2 and all(p.isdigit() for p in parts):
-            return [int(parts[0]), int(parts[1])]
+        sides = [inputs.positive_int(p) for p in parts]  # ASCII digits only
+        if len(sides) == 1 and sides[0] is not None:
+            return sides * 2
+        if len(sides) == 2 and None not in sides:
+            return sides
     raise ValueError("must be [H, W] or 'HxW', e.g. 512x512")
 
 

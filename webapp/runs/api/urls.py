@@ -1,11 +1,9 @@
 from django.urls import path
-from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.settings import api_settings
 
 from webapp.runs.api import views
 
 urlpatterns = [
-    path("auth/token/", ObtainAuthToken.as_view(parser_classes=api_settings.DEFAULT_PARSER_CLASSES), name="api-token"),
+    path("auth/token/", views.TokenApi.as_view(), name="api-token"),
     path("runs/", views.RunListCreateApi.as_view(), name="api-runs"),
     path("runs/compare/", views.CompareApi.as_view(), name="api-runs-compare"),
     path("runs/<int:run_id>/", views.RunDetailApi.as_view(), name="api-run"),

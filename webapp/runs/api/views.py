@@ -8,12 +8,15 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from webapp.runs import catalog, downloads, selectors, services
+from webapp.runs import catalog, downloads, inputs, selectors, services
 from webapp.runs.api.schema import ErrorOutput
 from webapp.runs.api.serializers import (
     CheckpointOutput,
@@ -44,8 +47,27 @@ class BinaryRenderer(BaseRenderer):
 
 
 class RunPagination(LimitOffsetPagination):
+    """``limit`` and ``offset`` in ASCII digits (400 otherwise), clamped to what can be served."""
+
     default_limit = 100
     max_limit = 500
+
+    def get_limit(self, request):
+        return inputs.int_param(request.query_params, self.limit_query_param, default=self.default_limit, low=1,
+                                high=self.max_limit)
+
+    def get_offset(self, request):
+        return inputs.int_param(request.query_params, self.offset_query_param, default=0, low=0, high=inputs.MAX_ID)
+
+
+class TokenApi(ObtainAuthToken):
+    """The API token of a username and password; repeated failures lock that pair out for a while (429)."""
+
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
+
+    @extend_schema(operation_id="auth_token_create", responses={200: AuthTokenSerializer, 429: ErrorOutput})
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
 
 
 class RunListCreateApi(APIView):
@@ -53,15 +75,11 @@ class RunListCreateApi(APIView):
 
     @extend_schema(
         operation_id="runs_list",
-        parameters=[OpenApiParameter(n, str, required=False) for n in ("status", "method", "q", "target", "benchmark", "student")],
+        parameters=[OpenApiParameter(n, str, required=False) for n in inputs.RUN_LIST_FILTERS],
         responses=RunOutput(many=True),
     )
     def get(self, request):
-        p = request.query_params
-        runs = selectors.run_list(
-            user=request.user, status=p.get("status", ""), method=p.get("method", ""), query=p.get("q", ""),
-            target=p.get("target", ""), benchmark=p.get("benchmark", ""), student=p.get("student", ""),
-        )
+        runs = selectors.run_list(user=request.user, **inputs.run_list_filters(request.query_params))
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(runs, request, view=self)
         return paginator.get_paginated_response(RunOutput(page, many=True).data)
@@ -185,13 +203,10 @@ class CheckpointDownloadApi(APIView):
 
 class RunEventsApi(APIView):
     @extend_schema(operation_id="runs_events", parameters=[OpenApiParameter("limit", int, required=False)],
-                   responses=RunEventOutput(many=True))
+                   responses={200: RunEventOutput(many=True), 400: ErrorOutput})
     def get(self, request, run_id: int):
         run = selectors.run_get(user=request.user, run_id=run_id)
-        try:
-            limit = max(1, min(1000, int(request.query_params.get("limit", 200))))
-        except ValueError:
-            raise ApplicationError.invalid("bad limit", fields={"limit": ["must be an integer"]}) from None
+        limit = inputs.int_param(request.query_params, "limit", default=200, low=1, high=1000)
         return Response(RunEventOutput(selectors.events_tail(run=run, limit=limit), many=True).data)
 
 
@@ -221,16 +236,16 @@ class LaunchOptionsApi(APIView):
 class BaselinesApi(APIView):
     @extend_schema(operation_id="baselines_list",
                    parameters=[OpenApiParameter("target", str), OpenApiParameter("student", str)],
-                   responses=RunOutput(many=True))
+                   responses={200: RunOutput(many=True), 400: ErrorOutput})
     def get(self, request):
-        runs = selectors.baseline_candidates(user=request.user, target_dataset=request.query_params.get("target", ""),
-                                             student=request.query_params.get("student", ""))
+        runs = selectors.baseline_candidates(user=request.user, target_dataset=inputs.text_param(request.query_params, "target"),
+                                             student=inputs.text_param(request.query_params, "student"))
         return Response(RunOutput(runs[:50], many=True).data)
 
 
 class CompareApi(APIView):
     @extend_schema(operation_id="runs_compare", parameters=[OpenApiParameter("ids", str, description="run ids, comma-separated")],
-                   responses=OpenApiTypes.OBJECT)
+                   responses={200: OpenApiTypes.OBJECT, 400: ErrorOutput})
     def get(self, request):
-        ids = [int(i) for i in request.query_params.get("ids", "").split(",") if i.strip().isdigit()][:12]
+        ids = inputs.id_list(request.query_params, "ids")[:12]
         return Response(selectors.compare_data(user=request.user, run_ids=ids))

@@ -1,0 +1,90 @@
+"""Live updates never hold up the training thread: with the channel layer's Redis refusing
+connections or hung, publishing returns at once and the updates are dropped; with Redis back they
+arrive again, in the order they were published."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from channels.layers import get_channel_layer
+from django.test import override_settings
+
+from tests.conftest import free_port
+from webapp.runs import live
+
+
+def layer_at(port: int) -> dict:
+    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                        "CONFIG": {"hosts": [{"address": f"redis://127.0.0.1:{port}/0", "socket_timeout": None}]}}}
+
+
+@pytest.fixture
+def hung_redis() -> Iterator[int]:
+    """A port that accepts connections and never answers (a frozen Redis)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(256)
+    yield server.getsockname()[1]
+    server.close()
+
+
+def publish_from_a_thread(count: int, limit: float) -> float:
+    """Publish ``count`` updates from a thread (like the training loop); the seconds they took."""
+    took: list[float] = []
+
+    def train() -> None:
+        started = time.monotonic()
+        for step in range(count):
+            live.publish(1, "metrics", {"step": step, "points": [{"step": step, "name": "loss", "value": 1.0}]})
+        took.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    thread.join(timeout=limit * 20)
+    assert took, f"{count} publishes blocked the caller for over {limit * 20} s"
+    return took[0]
+
+
+def receive_published(run_id: int, steps: range) -> list[int]:
+    """Join the run's group, publish ``steps`` from another thread, and return the steps received."""
+
+    async def scenario() -> list[int]:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(live.group_name(run_id), channel)
+
+        def publish_all() -> None:
+            for step in steps:
+                live.publish(run_id, "metrics", {"step": step})
+
+        await asyncio.to_thread(publish_all)
+        received = []
+        try:
+            while len(received) < len(steps):
+                message = await asyncio.wait_for(layer.receive(channel), timeout=5)
+                received.append(message["step"])
+        finally:
+            await layer.group_discard(live.group_name(run_id), channel)
+        return received
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("outage", ["refused", "hung"])
+def test_publishing_never_blocks_when_redis_is_down(outage, hung_redis):
+    port = free_port() if outage == "refused" else hung_redis
+    with override_settings(CHANNEL_LAYERS=layer_at(port)):
+        took = publish_from_a_thread(100, limit=0.5)
+        assert took < 0.5, f"100 publishes took {took:.2f} s"
+        assert live.flush(timeout=5), "the dropped updates were not discarded within 5 s"
+    # Redis answers again: the next updates arrive, in order.
+    assert receive_published(9001, range(50)) == list(range(50))
+
+
+def test_updates_arrive_in_the_order_they_were_published():
+    assert receive_published(9002, range(80)) == list(range(80))  # under the layer's capacity of 100
