@@ -125,3 +125,15 @@ def test_bodies_that_are_not_a_launch_are_never_a_server_error(client):
         response = client.post("/api/runs/", body, content_type="application/json")
         assert response.status_code == 400, (body[:20], response.status_code)
         assert response.json()["error"]["code"] in ("invalid", "parse_error")
+
+
+@pytest.mark.parametrize("username", ["x" * 151, "x" * 300, "\x00", "²", 2**31, None, [], {"a": 1}, Raw("1e999")])
+def test_the_token_endpoint_with_bad_credentials_is_never_a_server_error(username):
+    anonymous = APIClient(raise_request_exception=False)
+    body = encode({"username": "\u2063raw\u2063" if isinstance(username, Raw) else username, "password": "x"},
+                  {"\u2063raw\u2063": username} if isinstance(username, Raw) else {})
+    with transaction.atomic():
+        response = anonymous.post("/api/auth/token/", body, content_type="application/json")
+        transaction.set_rollback(True)
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["error"]["code"] in ("invalid", "parse_error")

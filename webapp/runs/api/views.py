@@ -8,7 +8,6 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -26,6 +25,8 @@ from webapp.runs.api.serializers import (
     RunDetailOutput,
     RunEventOutput,
     RunOutput,
+    TokenInput,
+    TokenOutput,
 )
 from webapp.runs.errors import ApplicationError
 
@@ -64,8 +65,9 @@ class TokenApi(ObtainAuthToken):
     """The API token of a username and password; repeated failures lock that pair out for a while (429)."""
 
     parser_classes = api_settings.DEFAULT_PARSER_CLASSES
+    serializer_class = TokenInput
 
-    @extend_schema(operation_id="auth_token_create", responses={200: AuthTokenSerializer, 429: ErrorOutput})
+    @extend_schema(operation_id="auth_token_create", request=TokenInput, responses={200: TokenOutput, 429: ErrorOutput})
     def post(self, request, *args, **kwargs):
         return super().post(request, *args, **kwargs)
 
