@@ -2,13 +2,17 @@
 
     {"error": {"code": "invalid", "message": "...", "fields": {"crop_size": ["..."]}}}
 
-``fields`` maps an input field to its messages (absent when no field is at fault).
+``fields`` maps an input field to its messages; it is always there, ``{}`` when no field is at fault.
+Errors that never reach a DRF view (an unknown URL, a body over the size limit, Django's own 400 and
+500 pages) get the same shape from ``webapp.runs.middleware.ApiErrorMiddleware``.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -37,10 +41,38 @@ class ApplicationError(Exception):
         return cls(message, code="invalid", status_code=400, fields=fields)
 
     def as_dict(self) -> dict:
-        body = {"code": self.code, "message": self.message}
-        if self.fields:
-            body["fields"] = self.fields
-        return {"error": body}
+        return error_body(self.code, self.message, self.fields)
+
+
+def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:
+    """The body of every API error."""
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+# The code of an error by its HTTP status where no DRF exception names one (DRF's names where it has one).
+STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    429: "throttled",
+    500: "server_error",
+}
+
+
+def error_response(status_code: int, message: str = "") -> JsonResponse:
+    """An API error answered outside DRF, coded by its status (``404`` -> ``not_found``)."""
+    code = STATUS_CODES.get(status_code, "server_error" if status_code >= 500 else "error")
+    try:
+        phrase = HTTPStatus(status_code).phrase.lower()
+    except ValueError:
+        phrase = "error"
+    return JsonResponse(error_body(code, message or phrase), status=status_code)
 
 
 def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 
 from webapp.runs import inputs, services
 from webapp.runs.models import Checkpoint, Run, RunEvent
@@ -159,3 +161,17 @@ class RunEventOutput(serializers.ModelSerializer):
     class Meta:
         model = RunEvent
         fields = ["id", "created_at", "level", "message"]
+
+
+class TokenInput(AuthTokenSerializer):
+    """A username and password for an API token. A username longer than any account's is refused as
+    input, before the login is checked and counted by login throttling."""
+
+    username = serializers.CharField(
+        label="Username", write_only=True,
+        max_length=get_user_model()._meta.get_field(get_user_model().USERNAME_FIELD).max_length,
+    )
+
+
+class TokenOutput(serializers.Serializer):
+    token = serializers.CharField()

@@ -1,10 +1,9 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
 from webapp.runs.api import views
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", views.TokenApi.as_view(), name="api-token"),
     path("runs/", views.RunListCreateApi.as_view(), name="api-runs"),
     path("runs/compare/", views.CompareApi.as_view(), name="api-runs-compare"),
     path("runs/<int:run_id>/", views.RunDetailApi.as_view(), name="api-run"),

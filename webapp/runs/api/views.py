@@ -6,14 +6,17 @@ import json
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from webapp.runs import catalog, downloads, inputs, selectors, services
+from webapp.runs.api.schema import ErrorOutput
 from webapp.runs.api.serializers import (
     CheckpointOutput,
     MetricsOutput,
@@ -22,21 +25,14 @@ from webapp.runs.api.serializers import (
     RunDetailOutput,
     RunEventOutput,
     RunOutput,
+    TokenInput,
+    TokenOutput,
 )
 from webapp.runs.errors import ApplicationError
 
-ERROR_RESPONSE = inline_serializer(
-    "Error",
-    {"error": inline_serializer("ErrorBody", {
-        "code": serializers.CharField(),
-        "message": serializers.CharField(),
-        "fields": serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False),
-    })},
-)
-
 
 class BinaryRenderer(BaseRenderer):
-    """Lets binary views answer any Accept header; errors are still JSON."""
+    """Lets binary views answer any Accept header; errors are still JSON, and say so."""
 
     media_type = "*/*"
     format = "bin"
@@ -45,6 +41,9 @@ class BinaryRenderer(BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if isinstance(data, bytes):
             return data
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
         return json.dumps(data).encode()
 
 
@@ -62,21 +61,33 @@ class RunPagination(LimitOffsetPagination):
         return inputs.int_param(request.query_params, self.offset_query_param, default=0, low=0, high=inputs.MAX_ID)
 
 
+class TokenApi(ObtainAuthToken):
+    """The API token of a username and password; repeated failures lock that pair out for a while (429)."""
+
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
+    serializer_class = TokenInput
+
+    @extend_schema(operation_id="auth_token_create", request=TokenInput, responses={200: TokenOutput, 429: ErrorOutput})
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
+
+
 class RunListCreateApi(APIView):
+    pagination_class = RunPagination  # also tells the schema that the list is paginated
+
     @extend_schema(
         operation_id="runs_list",
-        parameters=[OpenApiParameter(n, str, required=False) for n in inputs.RUN_LIST_FILTERS]
-        + [OpenApiParameter("limit", int, required=False), OpenApiParameter("offset", int, required=False)],
-        responses={200: RunOutput(many=True), 400: ERROR_RESPONSE},
+        parameters=[OpenApiParameter(n, str, required=False) for n in inputs.RUN_LIST_FILTERS],
+        responses=RunOutput(many=True),
     )
     def get(self, request):
         runs = selectors.run_list(user=request.user, **inputs.run_list_filters(request.query_params))
-        paginator = RunPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(runs, request, view=self)
         return paginator.get_paginated_response(RunOutput(page, many=True).data)
 
     @extend_schema(operation_id="runs_create", request=RunCreateInput,
-                   responses={201: RunDetailOutput, 400: ERROR_RESPONSE})
+                   responses={201: RunDetailOutput})
     def post(self, request):
         data = RunCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -85,24 +96,24 @@ class RunListCreateApi(APIView):
 
 
 class RunDetailApi(APIView):
-    @extend_schema(operation_id="runs_retrieve", responses={200: RunDetailOutput, 404: ERROR_RESPONSE})
+    @extend_schema(operation_id="runs_retrieve", responses=RunDetailOutput)
     def get(self, request, run_id: int):
         return Response(RunDetailOutput(selectors.run_get(user=request.user, run_id=run_id)).data)
 
-    @extend_schema(operation_id="runs_destroy", responses={204: None, 404: ERROR_RESPONSE, 409: ERROR_RESPONSE})
+    @extend_schema(operation_id="runs_destroy", responses={204: None, 409: ErrorOutput})
     def delete(self, request, run_id: int):
         services.run_delete(user=request.user, run_id=run_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class RunCancelApi(APIView):
-    @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOutput, 409: ERROR_RESPONSE})
+    @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOutput, 409: ErrorOutput})
     def post(self, request, run_id: int):
         return Response(RunOutput(services.run_cancel(user=request.user, run_id=run_id)).data)
 
 
 class RunResumeApi(APIView):
-    @extend_schema(operation_id="runs_resume", request=None, responses={200: RunOutput, 409: ERROR_RESPONSE})
+    @extend_schema(operation_id="runs_resume", request=None, responses={200: RunOutput, 409: ErrorOutput})
     def post(self, request, run_id: int):
         return Response(RunOutput(services.run_resume(user=request.user, run_id=run_id)).data)
 
@@ -173,7 +184,8 @@ class CheckpointDownloadApi(APIView):
                                      description="a checkpoint id, or 'student' / 'full' for the latest of that kind")],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
                    (206, "application/octet-stream"): OpenApiTypes.BINARY,
-                   416: OpenApiResponse(description="range not satisfiable"), 404: ERROR_RESPONSE},
+                   304: OpenApiResponse(description="not modified (If-None-Match)"),
+                   416: ErrorOutput},
     )
     def get(self, request, run_id: int, checkpoint: str):
         run = selectors.run_get(user=request.user, run_id=run_id)
@@ -193,7 +205,7 @@ class CheckpointDownloadApi(APIView):
 
 class RunEventsApi(APIView):
     @extend_schema(operation_id="runs_events", parameters=[OpenApiParameter("limit", int, required=False)],
-                   responses={200: RunEventOutput(many=True), 400: ERROR_RESPONSE})
+                   responses={200: RunEventOutput(many=True), 400: ErrorOutput})
     def get(self, request, run_id: int):
         run = selectors.run_get(user=request.user, run_id=run_id)
         limit = inputs.int_param(request.query_params, "limit", default=200, low=1, high=1000)
@@ -226,7 +238,7 @@ class LaunchOptionsApi(APIView):
 class BaselinesApi(APIView):
     @extend_schema(operation_id="baselines_list",
                    parameters=[OpenApiParameter("target", str), OpenApiParameter("student", str)],
-                   responses={200: RunOutput(many=True), 400: ERROR_RESPONSE})
+                   responses={200: RunOutput(many=True), 400: ErrorOutput})
     def get(self, request):
         runs = selectors.baseline_candidates(user=request.user, target_dataset=inputs.text_param(request.query_params, "target"),
                                              student=inputs.text_param(request.query_params, "student"))
@@ -235,7 +247,7 @@ class BaselinesApi(APIView):
 
 class CompareApi(APIView):
     @extend_schema(operation_id="runs_compare", parameters=[OpenApiParameter("ids", str, description="run ids, comma-separated")],
-                   responses={200: OpenApiTypes.OBJECT, 400: ERROR_RESPONSE})
+                   responses={200: OpenApiTypes.OBJECT, 400: ErrorOutput})
     def get(self, request):
         ids = inputs.id_list(request.query_params, "ids")[:12]
         return Response(selectors.compare_data(user=request.user, run_ids=ids))
