@@ -7,6 +7,7 @@ Engine modules are imported lazily (inside functions) so that importing the web 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -79,13 +80,35 @@ def methods() -> list[dict[str, str]]:
 
 
 def presets() -> list[dict[str, Any]]:
+    """Every model preset: its name, whether it is heavy, one line about it, and whether it has ImageNet
+    weights on this server."""
     from duda_engine.models import get_preset, preset_names
 
     out = []
     for name in preset_names():
         preset = get_preset(name)
-        out.append({"name": name, "heavy": preset.heavy, "description": preset.description})
+        out.append({"name": name, "heavy": preset.heavy, "description": preset.description,
+                    "imagenet_weights": has_imagenet_weights(name)})
     return out
+
+
+@functools.cache
+def has_imagenet_weights(name: str) -> bool:
+    """Whether preset ``name`` can start from ImageNet weights here: the engine knows a weights package
+    for its encoder, and that package is installed with the expected file. Decided once per process
+    (it hashes the file)."""
+    from duda_engine.models import get_preset
+    from duda_engine.models.imagenet import imagenet_weights, imagenet_weights_file
+    from duda_engine.models.weights import PretrainedWeightsError
+
+    preset = get_preset(name)
+    if imagenet_weights(preset) is None:
+        return False
+    try:
+        imagenet_weights_file(preset)
+    except PretrainedWeightsError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------

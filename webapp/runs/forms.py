@@ -36,10 +36,14 @@ class AsciiFloatField(forms.FloatField):
         return super().to_python(text)
 
 
+def _preset_label(preset: dict) -> str:
+    return f"{preset['name']} — {preset['description']}" + (" · ImageNet weights" if preset["imagenet_weights"] else "")
+
+
 def _preset_choices(heavy_first: bool) -> list:
     presets = catalog.presets()
-    light = [(p["name"], f"{p['name']} — {p['description']}") for p in presets if not p["heavy"]]
-    heavy = [(p["name"], f"{p['name']} — {p['description']}") for p in presets if p["heavy"]]
+    light = [(p["name"], _preset_label(p)) for p in presets if not p["heavy"]]
+    heavy = [(p["name"], _preset_label(p)) for p in presets if p["heavy"]]
     groups = [("Light (deployable students)", light), ("Heavy (auxiliary / teacher)", heavy)]
     return groups[::-1] if heavy_first else groups
 
@@ -75,6 +79,10 @@ class RunLaunchForm(forms.Form):
     method = forms.ChoiceField()
     student = forms.ChoiceField(help_text="light backbone: the network you deploy")
     auxiliary = forms.ChoiceField(required=False, help_text="heavy backbone: DUDA's auxiliary student and teacher")
+    weights = forms.ChoiceField(
+        required=False, choices=list(services.WEIGHTS_CHOICES.items()), initial=services.WEIGHTS_AUTO,
+        label="Initial weights", help_text="the presets marked “ImageNet weights” have them on this server",
+    )
     iterations = AsciiIntegerField(required=False)
     crop_size = forms.CharField(required=False, help_text="H×W, e.g. 512x512")
     batch_size = AsciiIntegerField(required=False)
@@ -182,6 +190,7 @@ class RunLaunchForm(forms.Form):
             source=d.get("source") or "" if not d.get("benchmark") else "",
             target=d.get("target") or "" if not d.get("benchmark") else "",
             name=d.get("name") or "", auxiliary=d.get("auxiliary") or None, device=d.get("device") or None,
+            weights=d.get("weights") or services.WEIGHTS_AUTO,
             overrides=d.get("overrides") or {}, baseline=baseline,
             teachers=list(d.get("teachers") or []) if d["method"] == "duda" else [],  # hidden for other methods
             precompute_teachers=bool(d.get("precompute_teachers")), **values,

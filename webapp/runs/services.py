@@ -85,6 +85,14 @@ FIELD_TO_CONFIG: dict[str, str] = {
     "warmup_iters": "optim.warmup_iters",
 }
 CONFIG_TO_FIELD = {v: k for k, v in FIELD_TO_CONFIG.items()}
+# The launch field ``weights``: where the chosen networks' encoders start (``model.*_pretrained``).
+WEIGHTS_AUTO, WEIGHTS_IMAGENET, WEIGHTS_RANDOM = "auto", "imagenet", "random"
+WEIGHTS_CHOICES: dict[str, str] = {
+    WEIGHTS_AUTO: "ImageNet weights for each network whose preset has them, random for the others",
+    WEIGHTS_IMAGENET: "ImageNet weights for every network (each preset must have them)",
+    WEIGHTS_RANDOM: "random initialisation",
+}
+PRETRAINED_FIELDS = ("model.student_pretrained", "model.auxiliary_pretrained")
 ADVANCED_FIELDS = (
     "eval_interval", "checkpoint_interval", "log_interval", "num_samples", "max_val_images", "num_workers",
     "device", "lr", "warmup_iters",
@@ -115,6 +123,7 @@ class LaunchSpec:
     device: str | None = None
     lr: float | None = None
     warmup_iters: int | None = None
+    weights: str = WEIGHTS_AUTO  # a key of WEIGHTS_CHOICES
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted config key -> value
     baseline: int | str | None = AUTO  # run id, AUTO, or None (no baseline)
     teachers: list[int] = field(default_factory=list)  # DUDA: finished runs whose students teach too (frozen)
@@ -136,6 +145,8 @@ def _field_for_error(config_field: str, spec: LaunchSpec) -> str:
         return "overrides"
     if bare in CONFIG_TO_FIELD:
         return CONFIG_TO_FIELD[bare]
+    if bare in PRETRAINED_FIELDS:
+        return "weights"
     for side in ("source", "target"):
         if bare == side or bare.startswith(side + "."):
             return "benchmark" if spec.benchmark else side
@@ -164,6 +175,39 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
             node[key] = child
         node = child
     node[keys[-1]] = value
+
+
+def _pretrained_sources(weights: str, data: dict[str, Any]) -> dict[str, str]:
+    """``model.*_pretrained`` for the launch's ``weights`` choice and the method and presets in ``data``
+    (the base config with the launch fields): ``"imagenet"`` for each chosen network (the student, and
+    DUDA's auxiliary) whose preset has ImageNet weights here, ``""`` (random) for the others. With
+    ``imagenet`` every chosen network must have them; an unknown preset is left to the engine's check."""
+    from duda_engine.config import ModelConfig
+
+    if weights not in WEIGHTS_CHOICES:
+        raise ApplicationError.invalid(
+            "bad weights", fields={"weights": [f"must be one of {', '.join(WEIGHTS_CHOICES)}, not {weights!r}"]}
+        )
+    sources = {dotted: "" for dotted in PRETRAINED_FIELDS}
+    if weights == WEIGHTS_RANDOM:
+        return sources
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    networks = ("student", "auxiliary") if data.get("method") == "duda" else ("student",)
+    chosen = {network: model.get(network, getattr(ModelConfig(), network)) for network in networks}
+    presets = {p["name"]: p["imagenet_weights"] for p in catalog.presets()}
+    lacking = [name for name in dict.fromkeys(chosen.values()) if isinstance(name, str) and presets.get(name) is False]
+    if weights == WEIGHTS_IMAGENET and lacking:
+        verb = "has" if len(lacking) == 1 else "have"
+        with_weights = ", ".join(sorted(name for name, has in presets.items() if has)) or "none"
+        raise ApplicationError.invalid(
+            "no ImageNet weights",
+            fields={"weights": [f"{', '.join(lacking)} {verb} no ImageNet weights on this server "
+                                f"(presets with them: {with_weights})"]},
+        )
+    for network, name in chosen.items():
+        if isinstance(name, str) and presets.get(name):
+            sources[f"model.{network}_pretrained"] = catalog.IMAGENET_WEIGHTS
+    return sources
 
 
 def _teacher_runs(*, owner, spec: LaunchSpec) -> list[Run]:
@@ -250,6 +294,8 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
         value = getattr(spec, name)
         if value is not None and value != "":
             _set(data, dotted, list(value) if isinstance(value, tuple) else value)
+    for dotted, source in _pretrained_sources(spec.weights, data).items():  # before the overrides: they win
+        _set(data, dotted, source)
     overridden: dict[str, Any] = {}  # what the overrides alone set, as a config tree
     for dotted, value in spec.overrides.items():
         if not isinstance(dotted, str) or not dotted.strip():

@@ -73,6 +73,11 @@ class RunCreateInput(serializers.Serializer):
     device = serializers.CharField(required=False, allow_blank=True)
     lr = serializers.FloatField(required=False)
     warmup_iters = serializers.IntegerField(required=False)
+    weights = serializers.ChoiceField(
+        choices=list(services.WEIGHTS_CHOICES.items()), default=services.WEIGHTS_AUTO,
+        help_text="where the networks start: " + "; ".join(f"{k}: {v}" for k, v in services.WEIGHTS_CHOICES.items())
+        + " (an override of model.*_pretrained wins)",
+    )
     overrides = serializers.DictField(required=False, help_text="dotted engine config keys -> values")
     baseline = serializers.IntegerField(required=False, allow_null=True,
                                         help_text="source-only baseline run id; absent: the latest match; null: none")
