@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from duda_engine.checkpoint import sha256_file
 from duda_engine.config import ConfigError, ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.data.pipeline import TrainingData
@@ -48,7 +49,7 @@ from duda_engine.methods.common import (
 from duda_engine.methods.ema import ema_alpha, make_ema_teacher, update_ema
 from duda_engine.methods.inconsistency import InconsistencyWeights
 from duda_engine.methods.losses import cross_entropy, distillation_loss
-from duda_engine.methods.precomputed import PrecomputedTeacher, at_temperature, describe, file_digest
+from duda_engine.methods.precomputed import PrecomputedTeacher, at_temperature, describe
 from duda_engine.methods.pseudo_labels import pseudo_label
 from duda_engine.methods.schedules import kd_weight
 from duda_engine.methods.self_training import base_method_backward, classmix_images, with_pseudo_labels
@@ -143,7 +144,7 @@ class Duda:
         self.frozen_on_target, self.frozen_on_source = [], []
         inference = {"mode": e.mode, "window": list(e.window), "stride": list(e.stride)}
         for i, path in enumerate(d.frozen_teachers):
-            teacher, digest = None, file_digest(Path(path))
+            teacher, digest = None, sha256_file(Path(path))
             roles = [("target", data.target, self.frozen_on_target)]
             if d.kd_weight > 0 and (self.st.classmix or d.kd_on_source):  # distillation on ClassMix or source images
                 roles.append(("source", data.source, self.frozen_on_source))

@@ -50,14 +50,6 @@ LOG_RANGE = 16.0  # stored log-probabilities cover [-16, 0]: p from 1.1e-7 to 1
 WAIT_POLL_S = 2.0
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def encode_log_probabilities(log_probabilities: torch.Tensor) -> torch.Tensor:
     """uint8 codes of log-probabilities: 0 is log p = 0, 255 is log p <= -LOG_RANGE."""
     return (log_probabilities.clamp(-LOG_RANGE, 0.0) * (-255.0 / LOG_RANGE)).round().to(torch.uint8)

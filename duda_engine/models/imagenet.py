@@ -20,7 +20,6 @@ command that installs it; so is a preset whose encoder has no weights package.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import re
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from duda_engine.checkpoint import sha256_file
 from duda_engine.models.presets import Preset
 from duda_engine.models.weights import LoadReport, PretrainedWeightsError, load_encoder_state
 
@@ -109,7 +109,7 @@ def imagenet_weights_file(preset: Preset) -> Path:
             f"the package {weights.package} has no file {weights.filename}; reinstall it: "
             f"{weights.pip_command.replace('install', 'install --force-reinstall', 1)}"
         )
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != weights.sha256:
         raise PretrainedWeightsError(
             f"{path} has sha256 {digest}, not the expected {weights.sha256} ({weights.package} {weights.version}); "
@@ -217,11 +217,3 @@ KEY_MAPPINGS: dict[str, Callable[[Mapping[str, torch.Tensor], list[str]], dict[s
     "efficientnet_lite": rename_efficientnet_lite,
     "torchvision_mobilenet_v2": rename_torchvision_mobilenet_v2,
 }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
