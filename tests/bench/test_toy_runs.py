@@ -21,7 +21,7 @@ TINY = ["train.crop_size=[64,64]", "train.batch_size=1", "train.max_val_images=3
 
 def run_grid(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "bench/toy_runs.py", "--benchmarks", "toy_gta2real",
-               "--runs", "source_only:mit_b0", "duda:mit_b0:mit_b0", "--seeds", "0", "1", "--iterations", "2",
+               "--runs", "source_only:lite0", "duda:lite0:lite0", "--seeds", "0", "1", "--iterations", "2",
                "--eval-interval", "1", "--jobs", "2", "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "report_lr_0.5"),
                *[arg for pair in TINY for arg in ("--set", pair)], *extra]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
@@ -39,12 +39,12 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
         assert "--set method=" in record["command"] and "--set train.iterations=2" in record["command"]
         assert record["wall_s"] > 0
     summary = {row["spec"]: row for row in report["summary"]}
-    assert set(summary) == {"source_only:mit_b0", "duda:mit_b0:mit_b0"}
-    duda = summary["duda:mit_b0:mit_b0"]
-    values = [r["final_miou"] for r in report["runs"] if r["spec"] == "duda:mit_b0:mit_b0"]
+    assert set(summary) == {"source_only:lite0", "duda:lite0:lite0"}
+    duda = summary["duda:lite0:lite0"]
+    values = [r["final_miou"] for r in report["runs"] if r["spec"] == "duda:lite0:lite0"]
     assert duda["seeds"] == [0, 1] and duda["mean"] == sum(values) / 2 and len(duda["worst_classes"]) == 3
     table = (tmp_path / "report_lr_0.5.md").read_text()
-    row = next(line for line in table.splitlines() if line.startswith("| toy_gta2real | duda:mit_b0:mit_b0 "))
+    row = next(line for line in table.splitlines() if line.startswith("| toy_gta2real | duda:lite0:lite0 "))
     assert "`train.batch_size=1`" in row and f"| 2 | {duda['mean']:.2f} ± {duda['std']:.2f} |" in row
     assert table.startswith("Command: `python bench/toy_runs.py --benchmarks toy_gta2real")
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
@@ -68,23 +68,23 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     assert [row["values"] for row in rescored["summary"]] == [row["values"] for row in report["summary"]]
     for record in rescored["runs"]:
         teacher_file = tmp_path / "runs" / record["job"] / "teacher_eval.json"
-        if record["spec"] == "source_only:mit_b0":  # no teacher
+        if record["spec"] == "source_only:lite0":  # no teacher
             assert record["teacher_miou"] is None and not teacher_file.exists()
         else:
             scored = json.loads(teacher_file.read_text())
             assert scored["network"] == "teacher" and record["teacher_miou"] == scored["miou"]
-            assert scored["step"] == 2 and scored["preset"] == "mit_b0" and scored["checkpoint"].endswith("checkpoint_0000002.pt")
+            assert scored["step"] == 2 and scored["preset"] == "lite0" and scored["checkpoint"].endswith("checkpoint_0000002.pt")
             assert 0 <= scored["miou"] <= 100 and set(record["teacher_per_class"]) == set(record["per_class"])
-    teachers = [r["teacher_miou"] for r in rescored["runs"] if r["spec"] == "duda:mit_b0:mit_b0"]
+    teachers = [r["teacher_miou"] for r in rescored["runs"] if r["spec"] == "duda:lite0:lite0"]
     table = (tmp_path / "report_lr_0.5.md").read_text()
-    assert f"| toy_gta2real | duda:mit_b0:mit_b0 `{'` `'.join(TINY)}` | {teachers[0]:.2f} / {teachers[1]:.2f} |" in table
+    assert f"| toy_gta2real | duda:lite0:lite0 `{'` `'.join(TINY)}` | {teachers[0]:.2f} / {teachers[1]:.2f} |" in table
 
-    longer = run_grid(tmp_path, "--runs", "source_only:mit_b0", "--seeds", "0", "--iterations", "3", "--eval-interval", "1")
-    assert longer.returncode == 0 and "done toy_gta2real/source_only-mit_b0" in longer.stdout  # not the 2-iteration run's result
+    longer = run_grid(tmp_path, "--runs", "source_only:lite0", "--seeds", "0", "--iterations", "3", "--eval-interval", "1")
+    assert longer.returncode == 0 and "done toy_gta2real/source_only-lite0" in longer.stdout  # not the 2-iteration run's result
     assert [step for step, _ in json.loads((tmp_path / "report_lr_0.5.json").read_text())["runs"][0]["evaluations"]] == [1, 2, 3]
 
     # A run whose checkpoints were deleted: its teacher is reported as not scored, the grid goes on.
-    run_dir = tmp_path / "runs" / next(r["job"] for r in rescored["runs"] if r["spec"] == "duda:mit_b0:mit_b0")
+    run_dir = tmp_path / "runs" / next(r["job"] for r in rescored["runs"] if r["spec"] == "duda:lite0:lite0")
     shutil.rmtree(run_dir / "checkpoints")
     partial = run_grid(tmp_path, "--score-teachers")
     assert partial.returncode == 0 and "teacher not scored" in partial.stderr and "no full checkpoint" in partial.stderr
