@@ -47,7 +47,7 @@ def _check_preset(field: str, name: str) -> None:
 
 
 def _check_file(field: str, path: str, what: str) -> None:
-    if path and path != IMAGENET and not Path(path).expanduser().is_file():  # imagenet: checked above
+    if path and not Path(path).expanduser().is_file():
         raise ConfigError(field, f"{what} {path} does not exist")
 
 
