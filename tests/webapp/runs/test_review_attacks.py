@@ -1,0 +1,55 @@
+"""Attacks that got past the confinement and the bounds of launch input, kept as tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.webapp.runs.conftest import TOY
+from webapp.runs.models import Run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def custom_dataset(settings, tmp_path):
+    """A dataset of the catalogue under the data root: the server's, read by every user's runs."""
+    root = tmp_path / "datasets"
+    for sub in ("images", "labels"):
+        (root / "mine" / sub).mkdir(parents=True)
+        for name in ("a", "b"):
+            shape = (256, 256, 3) if sub == "images" else (256, 256)
+            Image.fromarray(np.zeros(shape, dtype=np.uint8)).save(root / "mine" / sub / f"{name}.png")
+    (root / "mine" / "dataset.yaml").write_text("image_dir: images\nlabel_dir: labels\n")
+    settings.DATASETS_ROOT = root
+    return "custom:mine"
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+@pytest.mark.parametrize("shape", ["dotted", "section"])
+@pytest.mark.parametrize("kind", ["toy", "gta5"])
+def test_a_dataset_kind_override_is_refused(api, alice, custom_dataset, side, shape, kind):
+    """The kind says how the engine reads (or, for toy, writes: a generated dataset) the chosen dataset's
+    folder: overriding it would have a worker write a toy dataset into the catalogue's folder."""
+    section = {"kind": kind, "domain": "real"}
+    overrides = {f"{side}.{key}": value for key, value in section.items()} if shape == "dotted" else {side: section}
+    launch = {**TOY, "benchmark": "", "source": custom_dataset, "target": custom_dataset, "overrides": overrides}
+    response = api.post("/api/runs/", launch, format="json")
+    assert response.status_code == 400, response.json()
+    error = response.json()["error"]
+    assert error["fields"] == {"overrides": [f"{side}.kind: set by the server from the chosen dataset "
+                                             "(choose one the catalogue lists)"]}
+    assert not Run.objects.filter(owner=alice).exists()
+
+
+def test_other_dataset_overrides_and_nesting_are_accepted(api, custom_dataset):
+    overrides = {"source.label_suffix": "", "target.val_split": "val", "target.resize": [256, 256]}
+    launch = {**TOY, "benchmark": "", "source": custom_dataset, "target": custom_dataset, "overrides": overrides}
+    response = api.post("/api/runs/", launch, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["config"]["target"]["resize"] == [256, 256]
+    eight_deep = {"classes": {"names": [[[[[[["x"]]]]]]]}}  # nesting the engine refuses, not the input's bound
+    response = api.post("/api/runs/", {**TOY, "overrides": eight_deep}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["overrides"][0].startswith("classes.names[0]: must be a string")
