@@ -113,6 +113,18 @@ def yaml_value(text: str, *, max_depth: int = MAX_YAML_DEPTH) -> Any:
     return value
 
 
+def check_depth(value: Any, *, max_depth: int = MAX_YAML_DEPTH) -> None:
+    """ValueError when ``value`` (JSON data) nests lists and mappings deeper than ``max_depth``, as
+    ``yaml_value`` counts them; walked without recursion, so any depth the JSON parser took is answered."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (list, dict)):
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+
+
 def _check_plain(value: Any) -> None:
     if isinstance(value, (str, bool, int, float)) or value is None:
         return

@@ -53,3 +53,15 @@ def test_other_dataset_overrides_and_nesting_are_accepted(api, custom_dataset):
     response = api.post("/api/runs/", {**TOY, "overrides": eight_deep}, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["fields"]["overrides"][0].startswith("classes.names[0]: must be a string")
+
+
+@pytest.mark.parametrize("depth", [9, 500, 800])
+def test_deeply_nested_overrides_are_a_400(api, alice, depth):
+    """Nested deep enough to pass the JSON parser but not the config's copy and conversion."""
+    body = ('{"benchmark": "toy_gta2real", "method": "source_only", "student": "mit_b0", '
+            '"overrides": {"train.crop_size": ' + "[" * depth + "]" * depth + "}}")
+    response = api.post("/api/runs/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["fields"] == {"overrides": ["'train.crop_size': nested deeper than 8 levels"]}
+    assert not Run.objects.filter(owner=alice).exists()

@@ -86,6 +86,14 @@ class RunCreateInput(serializers.Serializer):
     precompute_teachers = serializers.BooleanField(required=False,
                                                    help_text="DUDA: predict with those teachers once, before training")
 
+    def validate_overrides(self, overrides):
+        for key, value in overrides.items():
+            try:
+                inputs.check_depth(value)
+            except ValueError as error:
+                raise serializers.ValidationError(f"{inputs.quote(key)}: {error}") from None
+        return overrides
+
     def validate(self, attrs):
         if not attrs.get("benchmark") and not (attrs.get("source") or attrs.get("target")):
             raise serializers.ValidationError({"benchmark": ["choose a benchmark, or a source and a target dataset"]})
