@@ -65,3 +65,11 @@ def test_deeply_nested_overrides_are_a_400(api, alice, depth):
     assert response["Content-Type"] == "application/json"
     assert response.json()["error"]["fields"] == {"overrides": ["'train.crop_size': nested deeper than 8 levels"]}
     assert not Run.objects.filter(owner=alice).exists()
+
+
+def test_duplicate_custom_class_names_are_refused_naming_the_field(api, custom_dataset):
+    overrides = {"classes.preset": "custom", "classes.names": ["road", "road"], "classes.colours": [[1, 2, 3], [4, 5, 6]]}
+    launch = {**TOY, "benchmark": "", "source": custom_dataset, "target": custom_dataset, "overrides": overrides}
+    response = api.post("/api/runs/", launch, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"overrides": ["classes.names: must be unique ('road' repeated)"]}
