@@ -73,3 +73,28 @@ def test_duplicate_custom_class_names_are_refused_naming_the_field(api, custom_d
     response = api.post("/api/runs/", launch, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"overrides": ["classes.names: must be unique ('road' repeated)"]}
+
+
+LAUNCH_JSON = '{"benchmark": "toy_gta2real", "method": "source_only", "student": "mit_b0", "overrides": %s}'
+
+
+@pytest.mark.parametrize("overrides", ['{"classes.names": ["\\ud800", "b"]}', '{"source.label_suffix": "_x\\udfff"}',
+                                       '{"\\ud800": 1}', '{"eval": {"\\ud800": 1}}'])
+def test_a_lone_surrogate_in_the_overrides_is_a_400(api, alice, overrides):
+    """JSON can spell a lone surrogate (``\\ud800``): no text, so PostgreSQL's jsonb refused to store
+    it and the error message with it could not be encoded (500s)."""
+    response = api.post("/api/runs/", LAUNCH_JSON % overrides, content_type="application/json")
+    assert response.status_code == 400
+    (message,) = response.json()["error"]["fields"]["overrides"]
+    assert "lone surrogate" in message
+    assert not Run.objects.filter(owner=alice).exists()
+
+
+def test_a_lone_surrogate_in_a_form_override_is_a_400(client, alice):
+    client.login(username="alice", password="alice-password")
+    launch = {"benchmark": "toy_gta2real", "method": "source_only", "student": "mit_b0", "weights": "auto",
+              "overrides": 'source.label_suffix = "_x\\ud800"'}
+    response = client.post("/runs/new/", launch)
+    assert response.status_code == 400
+    assert "lone surrogate" in response.context["form"].errors["overrides"][0]
+    assert not Run.objects.filter(owner=alice).exists()

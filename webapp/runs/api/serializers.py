@@ -89,7 +89,8 @@ class RunCreateInput(serializers.Serializer):
     def validate_overrides(self, overrides):
         for key, value in overrides.items():
             try:
-                inputs.check_depth(value)
+                inputs.check_json_value(key)
+                inputs.check_json_value(value)
             except ValueError as error:
                 raise serializers.ValidationError(f"{inputs.quote(key)}: {error}") from None
         return overrides
