@@ -98,3 +98,20 @@ def test_a_lone_surrogate_in_a_form_override_is_a_400(client, alice):
     assert response.status_code == 400
     assert "lone surrogate" in response.context["form"].errors["overrides"][0]
     assert not Run.objects.filter(owner=alice).exists()
+
+
+@pytest.mark.parametrize("value", ["١٢", "１２", "12\u0661"])
+def test_api_numbers_are_ascii_digits_only(api, alice, value):
+    """As the form and the query parameters: Python's ``int`` also reads Arabic-Indic and full-width digits."""
+    response = api.post("/api/runs/", {**TOY, "iterations": value}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"iterations": ["A valid integer is required."]}
+    response = api.post("/api/runs/", {**TOY, "teachers": [value]}, format="json")
+    assert response.json()["error"]["fields"] == {"teachers.0": ["A valid integer is required."]}
+    response = api.post("/api/runs/", {**TOY, "lr": f"0.{value}"}, format="json")
+    assert response.json()["error"]["fields"] == {"lr": ["A valid number is required."]}
+    run = Run.objects.create(owner=alice, name="r", method="source_only", config={}, total_steps=1)
+    response = api.get(f"/api/runs/{run.pk}/metrics/", {"since": value})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"since": ["A valid integer is required."]}
+    assert api.post("/api/runs/", {**TOY, "iterations": "12"}, format="json").json()["total_steps"] == 12
