@@ -115,3 +115,24 @@ def test_api_numbers_are_ascii_digits_only(api, alice, value):
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"since": ["A valid integer is required."]}
     assert api.post("/api/runs/", {**TOY, "iterations": "12"}, format="json").json()["total_steps"] == 12
+
+
+def test_a_dataset_folder_whose_key_a_run_cannot_store_is_not_offered(api, alice, settings, tmp_path):
+    """A run keeps its dataset keys in 200 characters: a longer ``custom:<folder>`` made every launch on
+    it a 500 (an operator's long folder name)."""
+    root = tmp_path / "datasets"
+    name = "d" * 230
+    for sub in ("images", "labels"):
+        (root / name / sub).mkdir(parents=True)
+        for image in ("a", "b"):
+            shape = (256, 256, 3) if sub == "images" else (256, 256)
+            Image.fromarray(np.zeros(shape, dtype=np.uint8)).save(root / name / sub / f"{image}.png")
+    (root / name / "dataset.yaml").write_text("image_dir: images\nlabel_dir: labels\n")
+    settings.DATASETS_ROOT = root
+    key = f"custom:{name}"
+    response = api.post("/api/runs/", {**TOY, "benchmark": "", "source": key, "target": key}, format="json")
+    assert response.status_code == 400
+    fields = response.json()["error"]["fields"]
+    assert set(fields) == {"source", "target"}
+    assert "the folder name is longer than 193 characters" in fields["source"][0]
+    assert not Run.objects.filter(owner=alice).exists()
