@@ -55,9 +55,9 @@ def test_other_dataset_overrides_and_nesting_are_accepted(api, custom_dataset):
     assert response.json()["error"]["fields"]["overrides"][0].startswith("classes.names[0]: must be a string")
 
 
-@pytest.mark.parametrize("depth", [9, 500, 800])
+@pytest.mark.parametrize("depth", [9, 500])
 def test_deeply_nested_overrides_are_a_400(api, alice, depth):
-    """Nested deep enough to pass the JSON parser but not the config's copy and conversion."""
+    """Nested deep enough to pass the JSON parser (500 levels) but not the copy and conversion of the config."""
     body = ('{"benchmark": "toy_gta2real", "method": "source_only", "student": "mit_b0", '
             '"overrides": {"train.crop_size": ' + "[" * depth + "]" * depth + "}}")
     response = api.post("/api/runs/", body, content_type="application/json")
