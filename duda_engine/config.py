@@ -415,6 +415,8 @@ def check_values(c: ExperimentConfig) -> None:
     _require(c.classes.preset in ("cityscapes", "custom"), "classes.preset", "must be 'cityscapes' or 'custom'")
     if c.classes.preset == "custom":
         _require(len(c.classes.names) >= 2, "classes.names", "a custom class list needs at least two names")
+        repeated = sorted({name for name in c.classes.names if c.classes.names.count(name) > 1})
+        _require(not repeated, "classes.names", f"must be unique ({', '.join(map(repr, repeated))} repeated)")
         _require(
             len(c.classes.colours) == len(c.classes.names),
             "classes.colours",

@@ -191,6 +191,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a lockout ends AXES_COOLOFF_TIME after it began
 AXES_LOCKOUT_CALLABLE = "webapp.core.auth.locked_out"
+AXES_USERNAME_CALLABLE = "webapp.core.auth.attempt_username"
 AXES_VERBOSE = False
 
 # Content-Security-Policy: scripts and styles only from our own static files (nothing inline).

@@ -27,6 +27,16 @@ class LoginThrottleBackend(AxesStandaloneBackend):
         return super().authenticate(request, username=username, password=password, **kwargs)
 
 
+ATTEMPT_USERNAME_LENGTH = 255  # axes stores a failed login's username in a varchar(255)
+
+
+def attempt_username(request: HttpRequest, credentials: dict | None = None) -> str | None:
+    """The username a login attempt is counted under (axes' own choice: the credentials, else the
+    posted form), cut to what axes stores: a longer one typed on a login page is a failed login."""
+    username = (credentials or request.POST).get(settings.AXES_USERNAME_FORM_FIELD)
+    return username[:ATTEMPT_USERNAME_LENGTH] if isinstance(username, str) else username
+
+
 def lockout_message() -> str:
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
     return f"Too many failed logins for this account from this address: try again in {minutes} minutes."

@@ -279,6 +279,13 @@ def _paths_outside(folder: Path, config: dict[str, Any]) -> str:
     return ""
 
 
+def _max_key_length() -> int:
+    """The longest dataset key a run can store."""
+    from webapp.runs.models import Run
+
+    return min(Run._meta.get_field(name).max_length for name in ("source_dataset", "target_dataset"))
+
+
 def real_datasets() -> list[DatasetEntry]:
     """Known dataset kinds under ``DUDA_DATASETS_ROOT`` (present or with the reason they are not),
     and custom datasets: folders holding a ``dataset.yaml`` of DatasetConfig fields."""
@@ -301,6 +308,12 @@ def real_datasets() -> list[DatasetEntry]:
         for manifest in sorted(root.glob(f"*/{CUSTOM_MANIFEST}")):
             folder = manifest.parent
             key = f"custom:{folder.name}"
+            if len(key) > _max_key_length():
+                entries.append(DatasetEntry(key, folder.name, "custom", {"kind": "custom", "root": str(folder)}, ok=False,
+                                            reason=f"the folder name is longer than {_max_key_length() - len('custom:')} "
+                                                   "characters (a run stores the dataset's key)",
+                                            usable_as_source=False, usable_as_target=False))
+                continue
             try:
                 data = yaml.safe_load(manifest.read_text()) or {}
                 if not isinstance(data, dict):

@@ -3,7 +3,8 @@ the server offers.
 
 The engine marks every field that holds a path (``duda_engine.config.path_fields``). From the web,
 datasets come from the catalogue, the output folder from the server and frozen teachers from the
-user's own runs (the ``teachers`` launch field), so an override of any of those is refused; the
+user's own runs (the ``teachers`` launch field), so an override of any of those is refused, and so
+is one of a dataset's ``kind``, which says how its folder is read (and, for ``toy``, written); the
 ``*_pretrained`` weights accept ``""``, ``"imagenet"`` or the name of a file the catalogue lists under
 ``WEIGHTS_DIR``, which becomes that file's resolved path. A path field the engine gains later is
 refused here until it is given a rule. The CLI runs as its user and takes any path.
@@ -22,6 +23,8 @@ HOW_TO_CHOOSE = {
     "duda.frozen_teachers": "choose frozen teachers with the teachers field",
 }
 NO_WEIGHTS = ""
+DATASET_KIND_FIELDS = ("source.kind", "target.kind")
+FROM_THE_DATASET = "set by the server from the chosen dataset (choose one the catalogue lists)"
 
 
 def _refuse(dotted: str, message: str) -> ApplicationError:
@@ -61,7 +64,10 @@ def confined_paths(overridden: dict[str, Any]) -> dict[str, str]:
         if dotted in WEIGHTS_FIELDS:
             allowed[dotted] = _weights_source(dotted, value)
         elif dotted.startswith(("source.", "target.")):
-            raise _refuse(dotted, "set by the server from the chosen dataset (choose one the catalogue lists)")
+            raise _refuse(dotted, FROM_THE_DATASET)
         else:
             raise _refuse(dotted, HOW_TO_CHOOSE.get(dotted, "set by the server"))
+    for dotted in DATASET_KIND_FIELDS:
+        if _find(overridden, dotted)[0]:
+            raise _refuse(dotted, FROM_THE_DATASET)
     return allowed

@@ -1,7 +1,10 @@
 """The run's websocket: ``ws/runs/<id>/``. Access is checked before the socket is accepted (another
-user's run is refused like a missing one); handlers only pass group events on, with their step."""
+user's run is refused like a missing one); handlers only pass group events on, with their step.
+The only frame it answers is ``{"type": "ping"}``; any other is ignored."""
 
 from __future__ import annotations
+
+import json
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -27,6 +30,17 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         group = getattr(self, "group", None)
         if group:
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if text_data is not None:  # a binary frame means nothing here
+            await super().receive(text_data=text_data, **kwargs)
+
+    @classmethod
+    async def decode_json(cls, text_data):
+        try:
+            return json.loads(text_data)
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit: no ping
+            return None
 
     async def receive_json(self, content, **kwargs):
         if isinstance(content, dict) and content.get("type") == "ping":

@@ -2,7 +2,9 @@
 
 Numbers are ASCII digits only (``str.isdigit`` also accepts "²" and "١", which ``int`` then rejects
 or reads); text has no NUL or other control characters and a bounded length; YAML has no anchors or
-aliases and a bounded depth. Every message quotes at most a short prefix of the bad value.
+aliases and a bounded depth; JSON and YAML data hold text only (no lone surrogate, which both can
+spell as ``\\ud800`` and neither PostgreSQL nor UTF-8 takes). Every message quotes at most a short
+prefix of the bad value.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ RUN_LIST_FILTERS = {"status": "status", "method": "method", "q": "query", "targe
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = "holds a lone surrogate (\\ud800-\\udfff), which is no text"
 
 
 def quote(value: Any, length: int = QUOTE_LENGTH) -> str:
@@ -113,7 +117,26 @@ def yaml_value(text: str, *, max_depth: int = MAX_YAML_DEPTH) -> Any:
     return value
 
 
+def check_json_value(value: Any, *, max_depth: int = MAX_YAML_DEPTH) -> None:
+    """ValueError when ``value`` (JSON data) nests lists and mappings deeper than ``max_depth``, as
+    ``yaml_value`` counts them, or when a string or key in it holds a lone surrogate; walked without
+    recursion, so any depth the JSON parser took is answered."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str) and _SURROGATE.search(item):
+            raise ValueError(f"{quote(item)} {LONE_SURROGATE}")
+        if isinstance(item, (list, dict)):
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+            if isinstance(item, dict):
+                pending.extend((key, depth) for key in item)
+
+
 def _check_plain(value: Any) -> None:
+    if isinstance(value, str) and _SURROGATE.search(value):
+        raise ValueError(f"{quote(value)} {LONE_SURROGATE}")
     if isinstance(value, (str, bool, int, float)) or value is None:
         return
     if isinstance(value, list):
@@ -124,6 +147,7 @@ def _check_plain(value: Any) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"mapping key {repr(key)[:QUOTE_LENGTH]} is not a string")
+            _check_plain(key)
             _check_plain(item)
         return
     raise ValueError(f"a {type(value).__name__} is not accepted (write it as a quoted string)")

@@ -58,3 +58,14 @@ def test_a_few_failures_then_the_right_password_logs_in():
         assert page_login(client, "ada", "wrong-password").status_code == 200
     assert page_login(client, "ada", "correct-horse-9").status_code == 302
     assert token_login(Client(), "ada", "correct-horse-9").status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/accounts/login/", "/admin/login/"])
+def test_a_username_longer_than_the_throttles_column_is_a_failed_login(url):
+    """Failed logins are recorded under their username (a varchar(255)): a longer one from the login
+    page or the admin's was a 500; it is a failed login, counted towards the lockout like any other."""
+    long_name = "a" * 1000
+    statuses = [Client().post(url, {"username": long_name, "password": "x"}).status_code for _ in range(WRONG_TRIES)]
+    assert statuses[:9] == [200] * 9
+    assert set(statuses[10:]) == {429}
+    assert page_login(Client(), "ada", "correct-horse-9").status_code == 302

@@ -205,3 +205,24 @@ def test_reconnect_and_backfill_leave_no_gap_and_no_duplicate(alice):
     overlap = len(raw) - len(set(raw))
     assert overlap <= len(names)  # only the boundary step is asked for again, and the store keeps one
     assert last == 10
+
+
+def test_frames_that_are_not_a_ping_are_ignored(alice):
+    """The socket only answers {"type": "ping"}: a frame that is no JSON, JSON nested past the parser's
+    limit or a binary frame is ignored (it was an unhandled exception that closed the socket)."""
+    run = launch(alice)
+    headers = session_headers(alice)
+
+    async def scenario():
+        communicator = socket(run.pk, headers)
+        connected, _ = await communicator.connect()
+        assert connected
+        assert (await communicator.receive_json_from())["type"] == "hello"
+        for frame in ("{", "[" * 100_000 + "]" * 100_000, '"x"', "[]"):
+            await communicator.send_to(text_data=frame)
+        await communicator.send_to(bytes_data=b"\x00")
+        await communicator.send_json_to({"type": "ping"})
+        assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+        await communicator.disconnect()
+
+    run_async(scenario())

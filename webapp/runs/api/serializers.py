@@ -48,6 +48,27 @@ class CropSizeField(serializers.Field):
         return list(value)
 
 
+_ASCII_NUMBER = re.compile(r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*")
+
+
+class AsciiIntegerField(serializers.IntegerField):
+    """A whole number; written as text, in ASCII digits only (``int`` also reads "١٢" and "１２")."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not _ASCII_NUMBER.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class AsciiFloatField(serializers.FloatField):
+    """A number; written as text, in ASCII digits only (``float`` also reads "١.٥")."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not _ASCII_NUMBER.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class RunCreateInput(serializers.Serializer):
     """Launch a run: a bundled ``benchmark`` or a ``source``/``target`` pair of dataset keys. Every
     other field is optional and keeps the base config's value when absent. Values are validated by the
@@ -60,31 +81,40 @@ class RunCreateInput(serializers.Serializer):
     method = serializers.CharField()
     student = serializers.CharField()
     auxiliary = serializers.CharField(required=False, allow_blank=True)
-    iterations = serializers.IntegerField(required=False)
+    iterations = AsciiIntegerField(required=False)
     crop_size = CropSizeField(required=False)
-    batch_size = serializers.IntegerField(required=False)
-    seed = serializers.IntegerField(required=False)
-    eval_interval = serializers.IntegerField(required=False)
-    checkpoint_interval = serializers.IntegerField(required=False)
-    log_interval = serializers.IntegerField(required=False)
-    num_samples = serializers.IntegerField(required=False)
-    max_val_images = serializers.IntegerField(required=False)
-    num_workers = serializers.IntegerField(required=False)
+    batch_size = AsciiIntegerField(required=False)
+    seed = AsciiIntegerField(required=False)
+    eval_interval = AsciiIntegerField(required=False)
+    checkpoint_interval = AsciiIntegerField(required=False)
+    log_interval = AsciiIntegerField(required=False)
+    num_samples = AsciiIntegerField(required=False)
+    max_val_images = AsciiIntegerField(required=False)
+    num_workers = AsciiIntegerField(required=False)
     device = serializers.CharField(required=False, allow_blank=True)
-    lr = serializers.FloatField(required=False)
-    warmup_iters = serializers.IntegerField(required=False)
+    lr = AsciiFloatField(required=False)
+    warmup_iters = AsciiIntegerField(required=False)
     weights = serializers.ChoiceField(
         choices=list(services.WEIGHTS_CHOICES.items()), default=services.WEIGHTS_AUTO,
         help_text="where the networks start: " + "; ".join(f"{k}: {v}" for k, v in services.WEIGHTS_CHOICES.items())
         + " (an override of model.*_pretrained wins)",
     )
     overrides = serializers.DictField(required=False, help_text="dotted engine config keys -> values")
-    baseline = serializers.IntegerField(required=False, allow_null=True,
+    baseline = AsciiIntegerField(required=False, allow_null=True,
                                         help_text="source-only baseline run id; absent: the latest match; null: none")
-    teachers = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=8,
+    teachers = serializers.ListField(child=AsciiIntegerField(), required=False, max_length=8,
                                      help_text="DUDA: ids of succeeded runs whose students teach as frozen teachers")
     precompute_teachers = serializers.BooleanField(required=False,
                                                    help_text="DUDA: predict with those teachers once, before training")
+
+    def validate_overrides(self, overrides):
+        for key, value in overrides.items():
+            try:
+                inputs.check_json_value(key)
+                inputs.check_json_value(value)
+            except ValueError as error:
+                raise serializers.ValidationError(f"{inputs.quote(key)}: {error}") from None
+        return overrides
 
     def validate(self, attrs):
         if not attrs.get("benchmark") and not (attrs.get("source") or attrs.get("target")):
@@ -147,7 +177,7 @@ class MetricsOutput(serializers.Serializer):
 
 
 class MetricsQuery(serializers.Serializer):
-    since = serializers.IntegerField(required=False, min_value=-1)
+    since = AsciiIntegerField(required=False, min_value=-1)
     names = serializers.CharField(required=False, allow_blank=True)
 
 
