@@ -166,6 +166,8 @@ def _config_error(error, spec: LaunchSpec) -> ApplicationError:
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``data[a][b] = value`` for ``dotted == "a.b"``; a mapping is merged into the mapping already there,
+    so an override of a section (``{"target": {"val_split": "test"}}``) changes only the keys it names."""
     node = data
     keys = dotted.split(".")
     for key in keys[:-1]:
@@ -174,7 +176,15 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
             child = {}
             node[key] = child
         node = child
-    node[keys[-1]] = value
+    _merge(node, keys[-1], value)
+
+
+def _merge(node: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, dict) and isinstance(node.get(key), dict):
+        for inner, item in value.items():
+            _merge(node[key], inner, item)
+    else:
+        node[key] = value
 
 
 def _pretrained_sources(weights: str, data: dict[str, Any]) -> dict[str, str]:

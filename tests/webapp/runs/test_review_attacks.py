@@ -136,3 +136,13 @@ def test_a_dataset_folder_whose_key_a_run_cannot_store_is_not_offered(api, alice
     assert set(fields) == {"source", "target"}
     assert "the folder name is longer than 193 characters" in fields["source"][0]
     assert not Run.objects.filter(owner=alice).exists()
+
+
+def test_a_section_override_changes_only_the_keys_it_names(api):
+    """{"target": {...}} merges into the benchmark's target: it cannot swap the dataset for the engine's default."""
+    response = api.post("/api/runs/", {**TOY, "overrides": {"target": {"val_split": "val"}, "train": {"log_interval": 2}}},
+                        format="json")
+    assert response.status_code == 201, response.json()
+    config = response.json()["config"]
+    assert config["target"]["kind"] == "toy" and config["target"]["domain"] == "real"  # toy_gta2real's target, kept
+    assert config["train"]["log_interval"] == 2 and config["train"]["iterations"] == TOY["iterations"]
