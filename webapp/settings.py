@@ -95,7 +95,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "webapp.runs.middleware.ApiErrorMiddleware",  # every error under /api/ in the API's JSON shape
-    "webapp.core.middleware.RefuseNulMiddleware",  # a NUL in the query string: 400 (the admin's filters too)
+    "webapp.core.middleware.RefuseNulMiddleware",  # a NUL in an admin query string: 400
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -1,13 +1,15 @@
-"""Requests whose query string holds a NUL character are refused with 400 before any view reads them.
+"""Admin requests whose query string holds a NUL character are refused with 400 before a view reads them.
 
-The app's own views parse input through ``webapp.runs.inputs``; this covers the views it does not
-write (the admin's filters and search), which pass query values into SQL, where PostgreSQL refuses a
-NUL with an error (a 500). Under ``/api/`` the 400 takes the API's error shape (ApiErrorMiddleware).
+The app's own pages and API parse input through ``webapp.runs.inputs``, which names the parameter at
+fault; the admin's filters and search are Django's, and pass query values into SQL, where PostgreSQL
+refuses a NUL with an error (a 500).
 """
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+
+ADMIN_PREFIX = "/admin/"
 
 
 class RefuseNulMiddleware:
@@ -15,6 +17,10 @@ class RefuseNulMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()):
+        if request.path_info.startswith(ADMIN_PREFIX) and _holds_nul(request):
             return HttpResponseBadRequest("a query parameter holds a NUL character", content_type="text/plain")
         return self.get_response(request)
+
+
+def _holds_nul(request: HttpRequest) -> bool:
+    return any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists())

@@ -1,4 +1,5 @@
-"""A NUL character in a query string is a 400 everywhere, the admin's filters and search included."""
+"""A NUL character in an admin query string is a 400 (the app's own pages and API name the parameter:
+tests/webapp/runs/test_inputs.py)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,10 @@ def staff_client(client):
 
 
 @pytest.mark.parametrize("url", ["/admin/runs/run/?status=%00", "/admin/runs/run/?q=%00", "/admin/auth/user/?q=a%00b",
-                                 "/admin/runs/run/?%00=1", "/runs/?q=%00"])
+                                 "/admin/runs/run/?%00=1"])
 def test_a_nul_in_the_query_string_is_a_400_page(staff_client, url):
     response = staff_client.get(url)
     assert response.status_code == 400 and b"NUL" in response.content
-
-
-def test_a_nul_in_an_api_query_is_a_400_in_the_api_shape(staff_client):
-    response = staff_client.get("/api/runs/?q=%00")
-    assert response.status_code == 400 and response["Content-Type"].startswith("application/json")
-    assert set(response.json()["error"]) == {"code", "message", "fields"}
 
 
 def test_the_admin_still_filters_without_nul(staff_client):
