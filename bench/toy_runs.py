@@ -7,7 +7,9 @@ Each run is ``python -m duda_engine train --config configs/toy/<benchmark>.yaml`
 overrides for the method, the networks, the seed and the iterations, in its own process with one
 CPU thread (``--jobs`` of them at a time: on a small CPU two one-thread runs finish sooner than two
 two-thread runs in turn). A run whose ``result.json`` exists is not run again, so an interrupted grid
-continues where it stopped. ``--score-teachers`` also scores each self-training and DUDA run's EMA
+continues where it stopped. The report is also the grid's ledger: a run already recorded in
+``<report>.json`` (trained on another machine, its folder gone) is not trained again either, and the
+report keeps every run it recorded before, beside this command's, with each command that added runs. ``--score-teachers`` also scores each self-training and DUDA run's EMA
 teacher on the target (``eval --network teacher``; for DUDA the large network's), tabulated beside its
 student. The report is ``<report>.json`` (every run: final mIoU, the evaluations along the way,
 per-class IoU, wall time, the exact command) and ``<report>.md`` (mean ± std over seeds).
@@ -196,13 +198,23 @@ def run_job(job: Job, out: Path, eval_interval: int, teachers: bool = False) -> 
     }
 
 
+def recorded_runs(report: Path) -> tuple[list[list[str]], dict[str, dict]]:
+    """The commands and the finished runs (by folder name) an earlier report holds; none if there is none."""
+    if not report.is_file():
+        return [], {}
+    content = json.loads(report.read_text())
+    commands = content.get("commands") or [content["argv"]]
+    return commands, {r["job"]: r for r in content["runs"] if r["status"] == "ok"}
+
+
 def summarise(records: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         if record["status"] == "ok":
-            groups.setdefault((record["benchmark"], record["spec"], tuple(record["extra"])), []).append(record)
+            key = (record["benchmark"], record["spec"], tuple(record["extra"]), record["iterations"])
+            groups.setdefault(key, []).append(record)
     rows = []
-    for (benchmark, spec, extra), members in groups.items():
+    for (benchmark, spec, extra, iterations), members in groups.items():
         values = [m["final_miou"] for m in members]
         per_class: dict[str, list[float]] = {}
         for m in members:
@@ -212,7 +224,7 @@ def summarise(records: list[dict]) -> list[dict]:
         class_mean = {name: statistics.fmean(v) for name, v in per_class.items()}
         ranked = sorted(class_mean, key=class_mean.get)
         rows.append({
-            "benchmark": benchmark, "spec": spec, "extra": list(extra), "seeds": sorted(m["seed"] for m in members),
+            "benchmark": benchmark, "spec": spec, "extra": list(extra), "iterations": iterations, "seeds": sorted(m["seed"] for m in members),
             "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "values": values, "best_classes": {n: class_mean[n] for n in ranked[::-1][:3]},
             "worst_classes": {n: class_mean[n] for n in ranked[:3]},
@@ -224,16 +236,16 @@ def summarise(records: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], argv: list[str]) -> str:
-    lines = [f"Command: `python bench/toy_runs.py {' '.join(argv)}`", "",
-             "| benchmark | run | seeds | target mIoU (mean ± std) | per seed | best classes | worst classes | wall per run |",
-             "|---|---|---|---|---|---|---|---|"]
+def markdown(rows: list[dict], commands: list[list[str]]) -> str:
+    lines = [*(f"Command: `python bench/toy_runs.py {' '.join(argv)}`" for argv in commands), "",
+             "| benchmark | run | iterations | seeds | target mIoU (mean ± std) | per seed | best classes | worst classes | wall per run |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         run = r["spec"] + "".join(f" `{e}`" for e in r["extra"])
         best = ", ".join(f"{n} {v:.1f}" for n, v in r["best_classes"].items())
         worst = ", ".join(f"{n} {v:.1f}" for n, v in r["worst_classes"].items())
         per_seed = " / ".join(f"{v:.2f}" for v in r["values"])
-        lines.append(f"| {r['benchmark']} | {run} | {len(r['seeds'])} | {r['mean']:.2f} ± {r['std']:.2f} | {per_seed} "
+        lines.append(f"| {r['benchmark']} | {run} | {r['iterations']} | {len(r['seeds'])} | {r['mean']:.2f} ± {r['std']:.2f} | {per_seed} "
                      f"| {best} | {worst} | {r['wall_s_mean'] / 60:.1f} min |")
     versions = sorted({version for r in rows for version in r["code"]})
     lines += ["", f"Code (commit each run trained on): {', '.join(versions)}"]
@@ -272,13 +284,24 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     jobs = [Job(b, spec, seed, args.iterations, list(args.set)) for b in args.benchmarks for spec in args.runs
             for seed in args.seeds]
+    out = Path(args.out).resolve()
+    commands, recorded = recorded_runs(Path(f"{args.report}.json"))
+
+    def record(job: Job) -> dict:
+        if job.name in recorded and not (out / job.name / "result.json").is_file():
+            return recorded[job.name]  # trained before, its folder elsewhere: the report's record stands
+        return run_job(job, out, args.eval_interval, args.score_teachers)
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        records = list(pool.map(lambda job: run_job(job, Path(args.out).resolve(), args.eval_interval, args.score_teachers), jobs))
+        records = list(pool.map(record, jobs))
+    names = {job.name for job in jobs}
+    records += [r for name, r in recorded.items() if name not in names]  # the report's other runs stay
+    commands = commands if argv in commands else [*commands, argv]
     rows = summarise(records)
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)  # REPORT may hold dots: append, not with_suffix
-    Path(f"{args.report}.json").write_text(json.dumps({"argv": argv, "runs": records, "summary": rows}, indent=1) + "\n")
-    Path(f"{args.report}.md").write_text(markdown(rows, argv))
-    print(markdown(rows, argv))
+    Path(f"{args.report}.json").write_text(json.dumps({"commands": commands, "runs": records, "summary": rows}, indent=1) + "\n")
+    Path(f"{args.report}.md").write_text(markdown(rows, commands))
+    print(markdown(rows, commands))
     failed = [r for r in records if r["status"] != "ok"]
     for record in failed:
         print(f"FAILED {record['job']} (exit {record['exit_code']}):\n{record['log_tail']}", file=sys.stderr)

@@ -92,6 +92,19 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     assert record["teacher_miou"] is None and "no full checkpoint" in record["teacher_error"]
     assert f"`{'` `'.join(TINY)}` | – / {teachers[1]:.2f} |" in (tmp_path / "report_lr_0.5.md").read_text()  # seed 0's run
 
+    # The report is the ledger: with every run folder gone (another machine), nothing is trained again, the
+    # 3-iteration run another command added stays, and each command is named.
+    shutil.rmtree(tmp_path / "runs")
+    moved = run_grid(tmp_path)
+    assert moved.returncode == 0 and "done toy_gta2real" not in moved.stdout, moved.stderr[-2000:]
+    ledger = json.loads((tmp_path / "report_lr_0.5.json").read_text())
+    assert len(ledger["runs"]) == 5 and len(ledger["commands"]) == 3
+    by_length = {(row["spec"], row["iterations"]): row["values"] for row in ledger["summary"]}
+    assert by_length[("duda:lite0:lite0", 2)] == [r["final_miou"] for r in rescored["runs"] if r["spec"] == "duda:lite0:lite0"]
+    assert len(by_length[("source_only:lite0", 3)]) == 1 and len(by_length[("source_only:lite0", 2)]) == 2
+    table = (tmp_path / "report_lr_0.5.md").read_text()
+    assert table.count("Command: `python bench/toy_runs.py") == 3 and "| 3 | 1 |" in table
+
 
 def test_a_seed_placeholder_gives_each_seed_its_own_value_and_the_seeds_one_name(tmp_path):
     extra = ["duda.frozen_teachers=[runs/heavy/seed{seed}/student.pt]"]
