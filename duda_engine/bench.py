@@ -128,25 +128,18 @@ class Variant:
     channels_last: bool = False  # train.channels_last
     compile: bool = False  # train.compile
     compile_mode: str = "default"  # train.compile_mode ("reduce-overhead": CUDA graphs)
-    classmix_on_device: bool = False  # self_training.classmix_on_device
     batch_teacher_forwards: bool = False  # duda.batch_teacher_forwards
     tweaks: tuple[str, ...] = ()  # see apply_tweaks
-    draws_differ: str = ""  # why its losses cannot be compared with fp32_eager's ("" = they can)
     cpu_skip: str = ""  # why it does not apply on CPU ("" = it does)
     cuda_skip: str = ""  # why it is not measured on CUDA ("" = it is)
     not_yet: str = ""  # why it cannot be measured on any device yet
 
     def switches(self) -> dict[str, bool]:
         return {"train.amp": self.amp, "train.channels_last": self.channels_last, "train.compile": self.compile,
-                "train.compile_mode": self.compile_mode, "self_training.classmix_on_device": self.classmix_on_device,
-                "duda.batch_teacher_forwards": self.batch_teacher_forwards}
+                "train.compile_mode": self.compile_mode, "duda.batch_teacher_forwards": self.batch_teacher_forwards}
 
 
 _BF16_ON_CPU = "bf16 autocast is CUDA-only (methods.common.autocast is a no-op on CPU)"
-_OTHER_DRAWS = (
-    "ClassMix picks its classes from other random draws (same distribution, tested), so its losses are not "
-    "comparable step by step; it needs its own parity baseline"
-)
 
 VARIANTS: dict[str, Variant] = {
     variant.name: variant
@@ -195,14 +188,8 @@ VARIANTS: dict[str, Variant] = {
             cpu_skip="CUDA graphs exist on CUDA only",
         ),
         Variant(
-            "fewer_host_syncs",
-            "ClassMix classes chosen on the device: a DUDA/self-training step that never waits on it",
-            classmix_on_device=True,
-            draws_differ=_OTHER_DRAWS,
-        ),
-        Variant(
             "batched_teacher_forwards",
-            "each steady DUDA teacher predicts the target and the mixed batch in one forward pass",
+            "each steady DUDA teacher predicts the target and the source batch in one forward pass",
             batch_teacher_forwards=True,
         ),
     )
@@ -1032,21 +1019,18 @@ def _attach_parity(records, case: Case, variants: list[Variant], configs, settin
             continue
         tolerance = settings.parity_tolerance_bf16 if variant.amp else settings.parity_tolerance
         try:
-            if variant.draws_differ:  # passed None: not comparable
-                parity = {"passed": None, "tolerance": tolerance, "max_difference": None, "worst": variant.draws_differ}
-            else:
-                trace = (
-                    reference
-                    if variant.name == BASELINE
-                    else loss_trace(configs[variant.name], settings.parity_iterations, variant.tweaks)
-                )
-                parity = compare_traces(reference, trace, tolerance).to_dict()
+            trace = (
+                reference
+                if variant.name == BASELINE
+                else loss_trace(configs[variant.name], settings.parity_iterations, variant.tweaks)
+            )
+            parity = compare_traces(reference, trace, tolerance).to_dict()
         except Exception as error:  # noqa: BLE001
             parity = {"passed": False, "tolerance": tolerance, "max_difference": None, "worst": _failure(error)}
         for record in records:
             if record["case"] == case.name and record["variant"] == variant.name and record["status"] == "ok":
                 record["parity"] = parity
-        verdict = {None: "not comparable", True: "ok", False: "FAILED"}[parity["passed"]]
+        verdict = "ok" if parity["passed"] else "FAILED"
         detail = parity["worst"] if parity["max_difference"] is None else parity["max_difference"]
         log(f"{case.name} {variant.name}: parity {verdict} ({detail})")
 

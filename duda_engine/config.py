@@ -160,7 +160,6 @@ class SelfTrainingConfig:
     ignore_top: int = bounded(0, 0, MAX_SIDE)  # rows ignored at the top of target crops (DAFormer: 15 on Cityscapes)
     ignore_bottom: int = bounded(0, 0, MAX_SIDE)  # rows ignored at the bottom (DAFormer: 120 on Cityscapes)
     classmix: bool = True
-    classmix_on_device: bool = False  # choose ClassMix classes without a host-device sync (other random draws)
     color_jitter_strength: float = bounded(0.2, 0.0, 10.0)
     color_jitter_p: float = bounded(0.8, 0.0, 1.0)
     blur: bool = True
@@ -184,30 +183,18 @@ class DudaConfig:
     pre_adaptation: float = bounded(0.25, 0.0, 1.0)  # share of iterations with hard pseudo-labels only (KD off)
     ramp: float = bounded(0.25, 0.0, 1.0)  # share of iterations over which the KD weight ramps up
     ramp_shape: str = "linear"  # linear | cosine | step
-    handover: bool = False  # reading (b): the hard target loss falls as KD rises
     kd_weight: float = bounded(1.0, 0.0, 1000.0)  # the paper's KD; the bundled toy configs set 0 (measured: docs/RESULTS.md)
     temperature: float = bounded(2.0, 0.0, 100.0, low_open=True)
-    kd_on_source: bool = False
-    # What the teachers see for the distillation target of a mixed image. clean: the clean source and
-    # target images, their soft predictions mixed with the ClassMix mask (weak-to-strong, as the hard
-    # pseudo-labels are made). mixed: the strongly augmented mixed image itself (the default before
-    # it was measured: docs/RESULTS.md, "The teacher's view").
-    kd_teacher_view: str = "clean"
-    inconsistency: bool = True
+    kd_on_source: bool = False  # distil on the source images too
+    inconsistency: bool = True  # weigh the classes the small student disagrees on (after pre-adaptation)
     inconsistency_gamma: float = bounded(1.0, 0.0, 100.0)
     inconsistency_momentum: float = bounded(0.99, 0.0, 1.0, high_open=True)
     inconsistency_clip: list[float] = bounded([0.5, 3.0], 0.0, 1000.0, low_open=True)
-    # classes: the weights' mean over the classes is 1 (PAPER §2), so on a batch where the frequent,
-    # agreed classes weigh < 1 the target loss shrinks; pixels: rescaled on each batch to mean 1 over
-    # its labelled pixels as the loss weighs them, so the target loss keeps self-training's scale.
-    inconsistency_normalise: str = "classes"
-    inconsistency_on_kd: bool = False
-    inconsistency_during_pre_adaptation: bool = False
     teachers: list[str] = field(default_factory=lambda: ["ema"])  # ema, auxiliary, student_ema
     frozen_teachers: list[str] = path_list_field()  # checkpoint files of earlier runs
     fusion: str = "mean"  # mean | confidence
-    frozen_teachers_on_cpu: bool = False
-    batch_teacher_forwards: bool = False  # steady teachers predict target, mixed (and source) images in one pass
+    frozen_teachers_on_cpu: bool = False  # run live frozen teachers on the CPU (saves device memory)
+    batch_teacher_forwards: bool = False  # steady teachers predict the target and source images in one pass
     frozen_teachers_precompute: bool = False  # predict every training image once, then drop the network
     precompute_stride: int = bounded(4, 1, 64)  # stored at 1/stride of the fitted image size, uint8
 
@@ -514,14 +501,12 @@ def check_values(c: ExperimentConfig) -> None:
     _require(d.ramp_shape in ("linear", "cosine", "step"), "duda.ramp_shape", "must be linear, cosine or step")
     _require(d.kd_weight >= 0, "duda.kd_weight", "must be >= 0")
     _require(d.temperature > 0, "duda.temperature", "must be > 0")
-    _require(d.kd_teacher_view in ("mixed", "clean"), "duda.kd_teacher_view", "must be mixed or clean")
     _require(d.inconsistency_gamma >= 0, "duda.inconsistency_gamma", "must be >= 0")
     _require(
         len(d.inconsistency_clip) == 2 and 0 < d.inconsistency_clip[0] <= 1 <= d.inconsistency_clip[1],
         "duda.inconsistency_clip",
         "must be [low, high] with 0 < low <= 1 <= high",
     )
-    _require(d.inconsistency_normalise in ("classes", "pixels"), "duda.inconsistency_normalise", "must be classes or pixels")
     for i, teacher in enumerate(d.teachers):
         _require(teacher in ("ema", "auxiliary", "student_ema"), f"duda.teachers[{i}]", "must be ema, auxiliary or student_ema")
     _require(bool(d.teachers) or bool(d.frozen_teachers), "duda.teachers", "DUDA needs at least one teacher")

@@ -3,7 +3,8 @@
 ``find_samples(cfg, split, labelled=...)`` walks the folders of one dataset kind and pairs
 every image with its label file; every problem (missing folder, unknown split, images without labels,
 nothing found) is a ``DatasetError`` that names the folder or files and the layout the kind expects.
-Layouts are those of REFERENCE §2; ``LAYOUTS`` describes them in words for error messages and the UI.
+Layouts are those the datasets ship in (GTA5, SYNTHIA, Cityscapes, ACDC, Dark Zurich, custom folders);
+``LAYOUTS`` describes them in words for error messages and the UI.
 """
 
 from __future__ import annotations

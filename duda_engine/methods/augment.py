@@ -27,39 +27,6 @@ def classmix_masks(labels: torch.Tensor, ignore_index: int, generator: torch.Gen
     return torch.stack(masks).unsqueeze(1)
 
 
-def classmix_masks_on_device(
-    labels: torch.Tensor, num_classes: int, ignore_index: int, generator: torch.Generator
-) -> torch.Tensor:
-    """``classmix_masks`` without reading anything back from the device (no host-device sync).
-
-    The same rule — half of each label map's classes, rounded up, uniformly at random — drawn
-    differently: one random order of all ``num_classes`` classes per image comes from ``generator``
-    (so its size is known on the host), and on the device the chosen classes are the present ones
-    that come first in that order. A uniform order of all classes orders the present ones uniformly,
-    so the choice has the same distribution as ``classmix_masks``'s, with other draws.
-    """
-    batch, k = labels.shape[0], num_classes
-    device = labels.device
-    order = torch.stack([torch.randperm(k, generator=generator) for _ in range(batch)])  # [B, K]: class at position
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(k).expand(batch, k))  # [B, K]: position of class
-    if device.type == "cuda":
-        rank = rank.pin_memory()  # a pinned copy does not wait for the device's queue
-    rank = rank.to(device, non_blocking=True)
-    index = torch.where((labels >= 0) & (labels < k), labels, k).flatten(1)  # ignore (any other value) -> column K
-    present = torch.zeros(batch, k + 1, dtype=torch.bool, device=device).scatter_(1, index, True)[:, :k]
-    earlier = ((rank[:, None, :] < rank[:, :, None]) & present[:, None, :]).sum(-1)  # present classes before each
-    chosen = present & (earlier < (present.sum(1, keepdim=True) + 1) // 2)
-    chosen = torch.cat([chosen, chosen.new_zeros(batch, 1)], dim=1)
-    return chosen.gather(1, index).view(labels.shape).unsqueeze(1).float()
-
-
-def classmix(labels: torch.Tensor, num_classes: int, ignore_index: int, generator: torch.Generator, on_device: bool) -> torch.Tensor:
-    """The ClassMix masks of ``labels``: ``classmix_masks_on_device`` or ``classmix_masks``."""
-    if on_device:
-        return classmix_masks_on_device(labels, num_classes, ignore_index, generator)
-    return classmix_masks(labels, ignore_index, generator)
-
-
 def mix(mask: torch.Tensor, pasted: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """``mask * pasted + (1 - mask) * background``; mask ``[B,1,H,W]``, tensors ``[B,C,H,W]`` or ``[B,H,W]``."""
     if pasted.dim() == 3:

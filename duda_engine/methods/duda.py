@@ -1,27 +1,29 @@
 """DUDA: a large EMA teacher and a large auxiliary student adapt; a small student learns from them.
 
-One iteration (PAPER.md §2), with source batch (x_s, y_s) and target batch x_t:
+One iteration, with source batch (x_s, y_s) and target batch x_t:
 
   0. EMA:            g_tea <- EMA(g_stu)   (and f_ema <- EMA(f) when that teacher is used)
-  1. ClassMix:       x_m from x_s, x_t and a mask of source classes; strong augmentation of x_m
+  1. ClassMix:       x_m from x_s, x_t and a mask M of source classes; strong augmentation of x_m
   2. Teachers label: p = fuse(softmax(teacher(x_t)) for each teacher); y_hat = argmax p; q = confident share;
                      y_m, w_m mix (y_s, 1) with (y_hat, q)
   3. Large student:  CE(g_stu(x_s), y_s) + CE_w(g_stu(x_m), y_m, w_m)          -> step g_stu
                      [+ ImageNet feature distance] [+ MIC]: self-training's step unchanged
-  4. Small student:  CE(f(x_s), y_s) + h(t) * CE_{w*c}(f(x_m), y_m, w_m * c[y_m])
-                     + lambda_KD(t) * T^2 KL(fuse(softmax(teacher(x_m)/T)) || softmax(f(x_m)/T))   -> step f
-                     (kd_teacher_view clean: teacher(x_m) replaced by the mix of teacher(x_s) and teacher(x_t))
+  4. Small student:  CE(f(x_s), y_s) + CE_{w*c}(f(x_m), y_m, w_m * c[y_m])
+                     + lambda_KD(t) * T^2 KL(s_m || softmax(f(x_m)/T))                          -> step f
+                     [+ lambda_KD(t) * T^2 KL(s(x_s) || softmax(f(x_s)/T)) with ``duda.kd_on_source``]
+                     where s = fuse(softmax(teacher(.)/T)) and s_m = M * s(x_s) + (1 - M) * s(x_t)
 
-lambda_KD(t) is 0 during pre-adaptation and then ramps up (gradual distillation); h(t) = 1, or
-1 - lambda_KD(t)/lambda_KD in the hand-over reading; c are the inconsistency weights of the classes
-on which the small student still disagrees with the teachers (mean 1 over the classes, or with
-``duda.inconsistency_normalise: pixels`` over each batch's labelled pixels).
+The distillation target of a mixed image is the mix of the teachers' soft predictions of the clean
+source and target images, as its hard labels are (weak-to-strong). lambda_KD(t) is 0 during
+pre-adaptation and then ramps up (gradual distillation). c are the inconsistency weights of the
+classes on which the small student still disagrees with the teachers (mean 1 over the classes); they
+apply after pre-adaptation, to the pseudo-labelled cross-entropy.
 
 Teachers are the EMA teacher and optionally the auxiliary, the small student's own EMA and frozen
 networks from earlier runs; frozen ones run live or, with ``duda.frozen_teachers_precompute``, are
 read from predictions made once before training (``methods/precomputed.py``, which says what differs).
 The teachers that do not change during a step (all but the auxiliary, which steps in 3) predict the
-mixed batch for distillation already in 2, in the same forward pass as the target batch with
+images they distil on already in 2, in the same forward pass as the target batch with
 ``duda.batch_teacher_forwards`` (in eval mode a pixel's prediction does not depend on the other images).
 """
 
@@ -178,24 +180,29 @@ class Duda:
     def distillation_logits(
         self, steady: dict[str, list[torch.Tensor]], images: dict[str, torch.Tensor]
     ) -> dict[str, list[torch.Tensor]]:
-        """Every live teacher's logits on each distillation view: the steady teachers' from step 2, and
-        the auxiliary student's (when a teacher) predicted once per view now, after its update."""
-        needed = [view for view in images if view != "target" or self.duda.kd_teacher_view == "clean"]
-        if "auxiliary" not in self.duda.teachers or not needed:
-            return {view: steady[view] for view in needed}
-        auxiliary = teacher_logits([self.auxiliary], [images[v] for v in needed], self.device, self.amp,
+        """Every live teacher's logits on each image batch it distils on: the steady teachers' from step 2,
+        and the auxiliary student's (when a teacher) predicted now, after its update."""
+        if "auxiliary" not in self.duda.teachers:
+            return steady
+        auxiliary = teacher_logits([self.auxiliary], list(images.values()), self.device, self.amp,
                                    self.duda.batch_teacher_forwards)
-        return {view: steady[view] + logits for view, logits in zip(needed, auxiliary, strict=True)}
+        return {view: steady[view] + logits for view, logits in zip(images, auxiliary, strict=True)}
 
     def stored(self, stores: list[PrecomputedTeacher], batch: Batch) -> list[torch.Tensor]:
         """The precomputed teachers' log-probabilities on the crops of ``batch`` (read once per step)."""
         size = tuple(batch.images.shape[-2:])
         return [store.log_probabilities(batch.indices, batch.views, size, self.device) for store in stores]
 
+    def probabilities(self, live: list[torch.Tensor], stored: list[torch.Tensor], temperature: float) -> list[torch.Tensor]:
+        """Each teacher's class probabilities at ``temperature``: the live ones' from their logits, then the
+        precomputed ones' from their log-probabilities."""
+        return softmax_at(live, temperature) + [at_temperature(one, temperature) for one in stored]
+
     def train_step(self, source: Batch, target: Batch, step: int) -> dict[str, torch.Tensor]:
         d, st, ignore = self.duda, self.st, self.classes.ignore_index
         total = self.config.train.iterations
         generator = step_generator(self.config.seed, step)
+        kd = kd_weight(step, total, d.pre_adaptation, d.ramp, d.ramp_shape, d.kd_weight)  # gradual distillation
         losses: dict[str, torch.Tensor] = {}
 
         # 0. The EMA teachers follow their students.
@@ -205,23 +212,20 @@ class Duda:
             update_ema(self.student_ema, self.student, alpha)
 
         # 1. ClassMix (the mixed images need only the source labels) and strong augmentation.
-        kd = kd_weight(step, total, d.pre_adaptation, d.ramp, d.ramp_shape, d.kd_weight)
         mask, mixed_images = classmix_images(source, target, self.classes, st, generator, self.device)
 
-        # 2. The teachers label the target batch. The steady teachers also predict now the images they
-        #    will distil on (the mixed batch, or with kd_teacher_view clean the source batch whose
-        #    prediction is mixed with the target's; the source batch with kd_on_source), batched if configured.
+        # 2. The teachers label the target batch. The steady teachers also predict now the source batch when
+        #    they will distil on it (a mixed image's soft label mixes their source and target predictions;
+        #    KD on source), in one forward pass with the target batch if batched.
         views = {"target": target.images}
-        if kd > 0:
-            if d.kd_teacher_view == "mixed":
-                views["mixed"] = mixed_images
-            if d.kd_on_source or (d.kd_teacher_view == "clean" and st.classmix):
-                views["source"] = source.images
+        if kd > 0 and (st.classmix or d.kd_on_source):
+            views["source"] = source.images
         predicted = teacher_logits(self.steady_teachers(), list(views.values()), self.device, self.amp, d.batch_teacher_forwards)
         steady = dict(zip(views, predicted, strict=True))  # view -> each steady teacher's logits
-        stored_target = self.stored(self.frozen_on_target, target)  # precomputed frozen teachers, if any
-        live = softmax_at(steady["target"] + self.auxiliary_logits(target.images), 1.0)
-        fused = fuse(live + [at_temperature(t, 1.0) for t in stored_target], d.fusion)
+        stored = {"target": self.stored(self.frozen_on_target, target),  # precomputed frozen teachers, if any
+                  "source": self.stored(self.frozen_on_source, source) if kd > 0 else []}
+        fused = fuse(self.probabilities(steady["target"] + self.auxiliary_logits(target.images), stored["target"], 1.0),
+                     d.fusion)
         pseudo, pseudo_weight = pseudo_label(fused, st.pseudo_threshold, st.ignore_top, st.ignore_bottom)
         losses["pseudo/confident_share"] = pseudo_weight.mean()
         mixed = with_pseudo_labels(mask, mixed_images, source, pseudo, pseudo_weight)
@@ -236,85 +240,67 @@ class Duda:
         self.auxiliary_optimizer.step()
         self.auxiliary_scheduler.step()
         losses.update({"aux/" + name.replace("/", "_"): value for name, value in base.items()})
-
-        # 4a. The KD weight (1.) ramps up after pre-adaptation; the hard-label weight may hand over.
-        hard = 1.0 - kd / d.kd_weight if d.handover and d.kd_weight > 0 else 1.0
         losses["schedule/kd_weight"] = torch.tensor(kd)
-        stored_source = self.stored(self.frozen_on_source, source) if kd > 0 else []
         distil = self.distillation_logits(steady, views) if kd > 0 else {}
 
-        # 4b. Inconsistency weights: classes where the small student disagrees with the teachers weigh more.
-        #     Its labels come from a prediction (eval mode: no dropout, its BatchNorm statistics untouched;
-        #     with self_training.target_batchnorm they take a step towards the clean target batch first).
+        # 4a. Inconsistency weights: classes where the small student disagrees with the teachers weigh more
+        #     after pre-adaptation. Its labels come from a prediction (eval mode: no dropout, its BatchNorm
+        #     statistics untouched; with self_training.target_batchnorm they take a step towards the clean
+        #     target batch first).
         if st.target_batchnorm:
             update_batchnorm_statistics(self.student, target.images, self.device, self.amp)
-        student_target = teacher_logits([self.student], [target.images], self.device, self.amp)[0][0].argmax(1)
-        self.inconsistency.update(student_target, pseudo, ignore)
-        in_pre_adaptation = step < d.pre_adaptation * total
-        use_inconsistency = d.inconsistency and (d.inconsistency_during_pre_adaptation or not in_pre_adaptation)
-        if use_inconsistency:
-            pixel_class_weight, pixel_mean = self.inconsistency.per_pixel(mixed.labels, mixed.weight, ignore, d.inconsistency_normalise)
+        prediction = teacher_logits([self.student], [target.images], self.device, self.amp)[0][0].argmax(1)
+        self.inconsistency.update(prediction, pseudo, ignore)
+        if d.inconsistency and step >= d.pre_adaptation * total:
+            class_weight, pixel_mean = self.inconsistency.per_pixel(mixed.labels, mixed.weight, ignore)
         else:
-            pixel_class_weight, pixel_mean = 1.0, torch.tensor(1.0)
+            class_weight, pixel_mean = 1.0, torch.tensor(1.0)
         losses["inconsistency/pixel_mean"] = pixel_mean  # the factor by which the weights scale the target loss
 
-        # 4c. The small student: source CE, hard pseudo-labels, distillation from the fused teachers.
+        # 4b. The small student on the source images: CE (+ KD from the fused teachers with kd_on_source).
         self.student.train()
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp):
             source_logits = self.student(source.images)
-        student_source = cross_entropy(source_logits, source.labels, ignore)
+        source_loss = cross_entropy(source_logits, source.labels, ignore)
         if kd > 0 and d.kd_on_source:
-            live = softmax_at(distil["source"], d.temperature)
-            soft = fuse(live + [at_temperature(s, d.temperature) for s in stored_source], d.fusion)
+            soft = fuse(self.probabilities(distil["source"], stored["source"], d.temperature), d.fusion)
             kd_source = distillation_loss(source_logits, soft, d.temperature)
-            student_source = student_source + kd * kd_source
+            source_loss = source_loss + kd * kd_source
             losses["loss/kd_source"] = kd_source.detach()
-        student_source.backward()
+        source_loss.backward()
 
+        # 4c. The small student on the mixed images: weighted CE on the hard labels + KD on the soft ones.
         with autocast(self.device, self.amp):
             mixed_logits = self.student(mixed_images)
-        student_target = cross_entropy(mixed_logits, mixed.labels, ignore, mixed.weight * pixel_class_weight)
-        total_target = hard * student_target
+        pseudo_labelled = cross_entropy(mixed_logits, mixed.labels, ignore, mixed.weight * class_weight)
+        target_loss = pseudo_labelled
         if kd > 0:
-            soft = self.soft_labels_of_mixed(distil, mask, stored_source, stored_target)
-            kd_pixel_weight = pixel_class_weight if (d.inconsistency_on_kd and use_inconsistency) else None
-            kd_target = distillation_loss(mixed_logits, soft, d.temperature, kd_pixel_weight)
-            total_target = total_target + kd * kd_target
+            kd_target = distillation_loss(mixed_logits, self.soft_labels_of_mixed(distil, stored, mask), d.temperature)
+            target_loss = target_loss + kd * kd_target
             losses["loss/kd"] = kd_target.detach()
-        total_target.backward()
+        target_loss.backward()
         average_gradients(self.student)
         self.optimizer.step()
         self.scheduler.step()
 
-        losses["loss/source"], losses["loss/target"] = student_source.detach(), student_target.detach()
+        losses["loss/source"], losses["loss/target"] = source_loss.detach(), pseudo_labelled.detach()
         losses["inconsistency/max_weight"] = self.inconsistency.weights().max()
         losses["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
         return losses
 
     def soft_labels_of_mixed(
-        self, distil: dict[str, list[torch.Tensor]], mask: torch.Tensor | None,
-        stored_source: list[torch.Tensor], stored_target: list[torch.Tensor],
+        self, distil: dict[str, list[torch.Tensor]], stored: dict[str, list[torch.Tensor]], mask: torch.Tensor | None
     ) -> torch.Tensor:
-        """The fused teachers' soft labels (at the KD temperature) of the mixed batch. With
-        ``kd_teacher_view: mixed`` the live teachers' predictions of the augmented mixed images; with
-        ``clean`` (and always for precomputed teachers) their predictions of the clean source and target
-        images mixed with the ClassMix mask, as the hard pseudo-labels are."""
+        """The fused teachers' soft labels (at the KD temperature) of the mixed batch: each teacher's
+        predictions of the clean source and target images mixed with the ClassMix mask, as the hard
+        pseudo-labels are (its prediction of the target images without ClassMix)."""
         temperature = self.duda.temperature
-
-        def mixed(on_source: list[torch.Tensor], on_target: list[torch.Tensor]) -> list[torch.Tensor]:
-            if mask is None:
-                return on_target
-            return [mix(mask, s, t) for s, t in zip(on_source, on_target, strict=True)]
-
-        if self.duda.kd_teacher_view == "mixed":
-            live = softmax_at(distil["mixed"], temperature)
-        else:
-            on_source = softmax_at(distil["source"], temperature) if mask is not None else []
-            live = mixed(on_source, softmax_at(distil["target"], temperature))
-        stored = mixed([at_temperature(s, temperature) for s in stored_source],
-                       [at_temperature(t, temperature) for t in stored_target])
-        return fuse(live + stored, self.duda.fusion)
+        on_target = self.probabilities(distil["target"], stored["target"], temperature)
+        if mask is None:
+            return fuse(on_target, self.duda.fusion)
+        on_source = self.probabilities(distil["source"], stored["source"], temperature)
+        return fuse([mix(mask, s, t) for s, t in zip(on_source, on_target, strict=True)], self.duda.fusion)
 
     def state_dict(self) -> dict:
         state = {

@@ -3,9 +3,8 @@
 Per class k, u_k = 1 - IoU_k(small student's prediction, teachers' pseudo-label) on the target batch,
 smoothed over iterations by an EMA (classes absent from both keep their value). The weights are
 c_k = K * u_k^gamma / sum_j u_j^gamma (mean 1), clipped to [low, high] and rescaled to mean 1 again.
-A pixel labelled k weighs c_k; ``normalise="pixels"`` instead rescales those per-pixel weights to mean
-1 over a batch's labelled pixels (as the loss weighs them), so they reweigh classes without scaling
-the loss.
+A pixel labelled k weighs c_k, so on a batch where the frequent, agreed classes weigh < 1 the
+weights scale the target loss down as well as reweighing its classes.
 """
 
 from __future__ import annotations
@@ -42,14 +41,11 @@ class InconsistencyWeights(nn.Module):
         return weights / weights.mean()
 
     def per_pixel(
-        self, labels: torch.Tensor, loss_weight: torch.Tensor, ignore_index: int, normalise: str
+        self, labels: torch.Tensor, loss_weight: torch.Tensor, ignore_index: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each pixel's class weight c[label], and the mean of c[label] over the labelled pixels weighted
-        by ``loss_weight`` (the factor by which the class weights scale the loss); with ``normalise``
-        "pixels" the returned weights are divided by that mean."""
+        by ``loss_weight`` (the factor by which the class weights scale the loss)."""
         weights = self.weights()[labels.clamp(max=self.num_classes - 1)]
         counted = (labels != ignore_index).float() * loss_weight
         mean = (weights * counted).sum() / counted.sum().clamp_min(1e-6)
-        if normalise == "pixels":
-            weights = weights / mean.clamp_min(1e-6)
         return weights, mean

@@ -21,7 +21,6 @@ def distillation_loss(
     student_logits: torch.Tensor,
     teacher_probabilities: torch.Tensor,
     temperature: float,
-    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """T^2 * mean over pixels of KL(p_teacher^T || p_student^T).
 
@@ -32,8 +31,6 @@ def distillation_loss(
     log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
     teacher = teacher_probabilities.float()
     kl = (teacher * (torch.log(teacher.clamp_min(1e-8)) - log_student)).sum(dim=1)
-    if pixel_weight is not None:
-        kl = kl * pixel_weight
     return temperature**2 * kl.mean()
 
 

@@ -18,8 +18,8 @@ space) over that box at the crop's size. Pixels outside the image (a crop's padd
 distribution.
 
 How this differs from running the teacher live, by construction: the teacher saw each image whole and
-un-augmented, not the rescaled crop; and on a ClassMix image its soft label is the class-mix of its
-predictions on the two images mixed, not its prediction on the mixed, colour-jittered image. And
+un-augmented, not the rescaled crop (on a ClassMix image its soft label is, as a live teacher's, the
+class-mix of its predictions on the two images mixed). And
 probabilities below exp(-16) are stored as exp(-16): at a temperature T that floor becomes exp(-16/T),
 negligible up to T = 2 (the default: on random logits the stored softened probabilities stay within
 0.015 of live, which is the rounding of the codes) but not at T = 4 (up to 0.1 where many classes are

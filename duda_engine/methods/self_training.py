@@ -14,7 +14,7 @@ from torch import nn
 from duda_engine.config import ExperimentConfig, SelfTrainingConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.distributed import average_gradients
-from duda_engine.methods.augment import block_mask, classmix, mix, strong_augment
+from duda_engine.methods.augment import block_mask, classmix_masks, mix, strong_augment
 from duda_engine.methods.common import (
     Batch,
     autocast,
@@ -113,7 +113,7 @@ def classmix_images(
     labels) and strong augmentation: the mask (None without ClassMix) and the mixed images."""
     mask, images = None, target.images
     if st.classmix:
-        mask = classmix(source.labels, classes.num_classes, classes.ignore_index, generator, st.classmix_on_device).to(device)
+        mask = classmix_masks(source.labels, classes.ignore_index, generator).to(device)
         images = mix(mask, source.images, target.images)
     return mask, strong_augment(images, st.color_jitter_strength, st.color_jitter_p, st.blur, generator)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import pytest
 import torch
@@ -99,11 +98,6 @@ def test_cpu_speed_paths_keep_parity_with_fp32_eager():
     assert again.passed and again.max_difference == 0.0, "the same config must train identically from the same seed"
     fused = compare_traces(reference, loss_trace(baseline, 3, tweaks=("fused_adamw",)), PARITY_TOLERANCE)
     assert fused.passed, fused.to_dict()
-    # Choosing ClassMix classes on the device draws other classes: the same network, other losses.
-    on_device = loss_trace(_config("duda:mit_b0:mit_b0", "fewer_host_syncs"), 3)
-    assert all(math.isfinite(v) for step in on_device for v in step.values())
-    for name in ("loss/source", "aux/loss_source"):  # the first step's source losses do not see ClassMix
-        assert on_device[0][name] == reference[0][name], name
 
 
 def test_bench_writes_table_and_json(tiny_config_file, tmp_path, capsys):
@@ -200,21 +194,19 @@ def test_interleaved_variants_are_timed_side_by_side():
     assert report["results"][0]["speedup_vs_fp32_eager"] == 1.0
 
 
-@pytest.mark.parametrize(("view", "views"), [("mixed", 3), ("clean", 2)])
-def test_batched_teacher_forwards_train_as_separate_passes_with_one_call_per_teacher(view, views):
-    """Teachers predict in eval mode, so one pass over target + mixed + source images (target + source
-    with ``kd_teacher_view: clean``) gives each view's predictions unchanged: the losses match separate
-    passes, and each steady teacher runs once a step. The auxiliary student, a teacher that steps during
-    the step, labels the target before its update and predicts each distillation view once after it (the
-    mixed and the source batch; with the clean view the target and the source batch): in one pass when
+def test_batched_teacher_forwards_train_as_separate_passes_with_one_call_per_teacher():
+    """Teachers predict in eval mode, so one pass over the target + source images gives each view's
+    predictions unchanged: the losses match separate passes, and each steady teacher runs once a step.
+    The auxiliary student, a teacher that steps during the step, labels the target before its update and
+    predicts each distillation view (the target and the source batch) once after it: in one pass when
     batched, else two."""
+    views = 2
     assert "DUDA" in skip_reason(VARIANTS["batched_teacher_forwards"], parse_case("self_training_b5"), CPU)
     traces, calls = {}, {}
     for batched in (False, True):
         config = _config("duda:mit_b0:mit_b0", "batched_teacher_forwards" if batched else BASELINE)
         assert config.duda.batch_teacher_forwards is batched
         config.duda.teachers, config.duda.kd_on_source = ["ema", "auxiliary", "student_ema"], True
-        config.duda.kd_teacher_view = view
         classes = class_spec(config)
         torch.manual_seed(config.seed)
         method = build_method(config, classes, torch.device("cpu"))

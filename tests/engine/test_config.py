@@ -26,7 +26,6 @@ def test_defaults_are_valid_and_round_trip():
         ({"duda": {"teachers": ["ema", "oracle"]}}, "duda.teachers[1]"),
         ({"duda": {"teachers": ["ema", "auxiliary", "ema"]}}, "duda.teachers"),
         ({"duda": {"inconsistency_clip": [2.0, 3.0]}}, "duda.inconsistency_clip"),
-        ({"duda": {"inconsistency_normalise": "batch"}}, "duda.inconsistency_normalise"),
         ({"self_training": {"target_weight": -1.0}}, "self_training.target_weight"),
         ({"source": {"kind": "gta5"}}, "source.root"),
         ({"target": {"kind": "acdc", "root": "/x", "condition": "hail"}}, "target.condition"),

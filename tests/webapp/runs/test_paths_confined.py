@@ -24,7 +24,7 @@ NOT_PATHS = {
     "model.student", "model.auxiliary",
     "train.device", "train.compile_mode",
     "self_training.fdist_classes",
-    "duda.ramp_shape", "duda.kd_teacher_view", "duda.inconsistency_normalise", "duda.teachers", "duda.fusion",
+    "duda.ramp_shape", "duda.teachers", "duda.fusion",
     "eval.mode", "eval.class_subset",
 }  # fmt: skip
 TARGETS = ("another user's file", "/etc/passwd", "a .. path", "a symlink out of the weights folder")
