@@ -19,7 +19,7 @@ from duda_engine.callbacks import Callbacks
 from duda_engine.checkpoint import CheckpointError
 from duda_engine.config import ConfigError, ExperimentConfig, load_config
 from duda_engine.data.datasets import DatasetError, build_dataset, read_image
-from duda_engine.evaluate import EvalResult, colorize, predict_logits
+from duda_engine.evaluate import EvalResult, colorize, evaluate_model, predict_logits
 from duda_engine.export import add_export_parser
 from duda_engine.models import PretrainedWeightsError
 from duda_engine.student import NETWORK_NAMES, load_student
@@ -131,8 +131,6 @@ def command_train(args) -> int:
 
 
 def command_eval(args) -> int:
-    from duda_engine.train import evaluate_model
-
     config: ExperimentConfig = load_config(args.config, parse_overrides(args.set))
     device = resolve_device(config.train.device)
     model, classes, meta = load_student(args.checkpoint, device, args.network)

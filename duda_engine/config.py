@@ -25,7 +25,9 @@ from typing import Any
 
 import yaml
 
-METHODS = ("source_only", "self_training", "duda", "oracle")
+from duda_engine.methods import METHODS as METHOD_CLASSES  # the method registry (imports no torch)
+
+METHODS = tuple(METHOD_CLASSES)  # the names a config may give as ``method``
 DATASET_KINDS = ("toy", "gta5", "synthia", "cityscapes", "acdc", "dark_zurich", "custom")
 
 

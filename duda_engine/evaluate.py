@@ -1,15 +1,21 @@
-"""Evaluation: confusion-matrix mIoU, whole-image and sliding-window inference, palette images."""
+"""Evaluation: confusion-matrix mIoU of a model on a dataset, whole-image and sliding-window inference,
+palette images."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from duda_engine.data.classes import ClassSpec
+from duda_engine.config import ExperimentConfig
+from duda_engine.data.classes import SYNTHIA_13_CLASSES, SYNTHIA_16_CLASSES, ClassSpec
+
+if TYPE_CHECKING:
+    from duda_engine.data.datasets import SegmentationDataset
 
 
 def confusion_matrix(prediction: torch.Tensor, label: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
@@ -133,3 +139,32 @@ def colorize(label: np.ndarray | torch.Tensor, classes: ClassSpec) -> np.ndarray
         label = label.cpu().numpy()
     ids = np.where((label >= 0) & (label < classes.num_classes), label, 255).astype(np.uint8)
     return palette_array(classes)[ids]
+
+
+def class_subset(config: ExperimentConfig) -> tuple[int, ...] | None:
+    """The class ids a SYNTHIA benchmark scores (``eval.class_subset``), or None for all."""
+    return {"synthia16": SYNTHIA_16_CLASSES, "synthia13": SYNTHIA_13_CLASSES}.get(config.eval.class_subset)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset: SegmentationDataset,
+    config: ExperimentConfig,
+    classes: ClassSpec,
+    device: torch.device,
+) -> EvalResult:
+    """Target mIoU of ``model`` on ``dataset`` (whole-image or sliding window, labels at full size)."""
+    was_training = model.training
+    model.eval()
+    meter = ConfusionMeter(classes)
+    count = len(dataset) if not config.train.max_val_images else min(len(dataset), config.train.max_val_images)
+    e = config.eval
+    for index in range(count):
+        item = dataset[index]
+        images = item["image"][None].to(device).float().div_(255.0)
+        label = item["label"].to(device)
+        logits = predict_logits(model, images, classes.num_classes, tuple(label.shape), e.mode, tuple(e.window), tuple(e.stride))
+        meter.update(logits.argmax(1)[0], label)
+    model.train(was_training)
+    return meter.result(class_subset(config))

@@ -41,11 +41,11 @@ from duda_engine.distributed import (
     shutdown,
     state_checksum,
 )
-from duda_engine.evaluate import ConfusionMeter, EvalResult, colorize, predict_logits
+from duda_engine.evaluate import EvalResult, colorize, evaluate_model
 from duda_engine.methods import build_method
 from duda_engine.methods.common import to_batch
 from duda_engine.student import save_student
-from duda_engine.validation import class_spec, class_subset, resolve_device, validate_config
+from duda_engine.validation import class_spec, resolve_device, validate_config
 
 CHECKPOINT_FORMAT = "duda-train-v1"
 KEEP_FULL_CHECKPOINTS = 2
@@ -104,30 +104,6 @@ def check_resumable(saved: dict[str, Any], config: ExperimentConfig, path: Path)
     for key in ("method", "seed", "model", "classes"):
         if saved["config"].get(key) != current[key]:
             raise ConfigError(key, f"differs from the run in {path}; use a new output_dir or the same config")
-
-
-@torch.no_grad()
-def evaluate_model(
-    model: torch.nn.Module,
-    dataset: SegmentationDataset,
-    config: ExperimentConfig,
-    classes: ClassSpec,
-    device: torch.device,
-) -> EvalResult:
-    """Target mIoU of ``model`` on ``dataset`` (whole-image or sliding window, labels at full size)."""
-    was_training = model.training
-    model.eval()
-    meter = ConfusionMeter(classes)
-    count = len(dataset) if not config.train.max_val_images else min(len(dataset), config.train.max_val_images)
-    e = config.eval
-    for index in range(count):
-        item = dataset[index]
-        images = item["image"][None].to(device).float().div_(255.0)
-        label = item["label"].to(device)
-        logits = predict_logits(model, images, classes.num_classes, tuple(label.shape), e.mode, tuple(e.window), tuple(e.stride))
-        meter.update(logits.argmax(1)[0], label)
-    model.train(was_training)
-    return meter.result(class_subset(config))
 
 
 @torch.no_grad()
@@ -197,10 +173,8 @@ def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, 
     callbacks.on_status(f"preparing data for {config.method} on {device}" + (f" x{world.size}" if world.size > 1 else ""))
     data: TrainingData = build_training_data(config, classes)
     method = build_method(config, classes, device)
-    if hasattr(method, "prepare"):  # work before the first iteration (DUDA: precomputed frozen teachers)
-        if config.duda.frozen_teachers_precompute and config.duda.frozen_teachers:
-            callbacks.on_status("precomputing the frozen teachers' predictions on the training images (once per run)")
-        method.prepare(data, output_dir, wait=not world.is_main)  # the other ranks wait for rank 0's files
+    # Work before the first iteration (DUDA: precomputed frozen teachers); the other ranks wait for rank 0's files.
+    method.prepare(data, output_dir, wait=not world.is_main, status=callbacks.on_status)
     if world.size > 1:
         seed_everything(config.seed * 1000 + world.rank)  # same weights everywhere, own dropout per rank
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from duda_engine.config import ConfigError, ExperimentConfig, check_values
-from duda_engine.data.classes import CITYSCAPES, SYNTHIA_13_CLASSES, SYNTHIA_16_CLASSES, ClassSpec
+from duda_engine.data.classes import CITYSCAPES, ClassSpec
 from duda_engine.data.datasets import DatasetError, check_dataset, image_size
 from duda_engine.data.layouts import find_samples
 from duda_engine.models import IMAGENET, PretrainedWeightsError, UnknownPresetError, get_preset, imagenet_weights_file
@@ -22,10 +22,6 @@ def class_spec(config: ExperimentConfig) -> ClassSpec:
     if c.preset == "cityscapes":
         return ClassSpec(CITYSCAPES.names, CITYSCAPES.colours, c.ignore_index)
     return ClassSpec(tuple(c.names), tuple(tuple(rgb) for rgb in c.colours), c.ignore_index)
-
-
-def class_subset(config: ExperimentConfig) -> tuple[int, ...] | None:
-    return {"synthia16": SYNTHIA_16_CLASSES, "synthia13": SYNTHIA_13_CLASSES}.get(config.eval.class_subset)
 
 
 def resolve_device(name: str) -> torch.device:

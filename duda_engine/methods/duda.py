@@ -29,6 +29,7 @@ images they distil on already in 2, in the same forward pass as the target batch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from duda_engine.config import ConfigError, ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.data.pipeline import TrainingData
 from duda_engine.distributed import average_gradients
+from duda_engine.methods import Method
 from duda_engine.methods.augment import mix
 from duda_engine.methods.common import (
     Batch,
@@ -100,7 +102,7 @@ def softmax_at(logits: list[torch.Tensor], temperature: float) -> list[torch.Ten
     return [torch.softmax(one / temperature, dim=1) for one in logits]
 
 
-class Duda:
+class Duda(Method):
     uses_target = True
 
     def __init__(self, config: ExperimentConfig, classes: ClassSpec, device: torch.device):
@@ -136,13 +138,16 @@ class Duda:
             parameter.requires_grad_(False)
         return model
 
-    def prepare(self, data: TrainingData, output_dir: Path, wait: bool = False) -> None:
+    def prepare(self, data: TrainingData, output_dir: Path, wait: bool = False,
+                status: Callable[[str], None] = lambda _: None) -> None:
         """With ``duda.frozen_teachers_precompute``: predict the training images once with each frozen
         teacher (or open what an earlier start of this run stored) and keep no network. ``wait``: another
         process (data-parallel rank 0) computes them; wait for its files."""
         d, e = self.duda, self.config.eval
         if not d.frozen_teachers_precompute:
             return
+        if d.frozen_teachers:
+            status("precomputing the frozen teachers' predictions on the training images (once per run)")
         self.frozen_on_target, self.frozen_on_source = [], []
         inference = {"mode": e.mode, "window": list(e.window), "stride": list(e.stride)}
         for i, path in enumerate(d.frozen_teachers):

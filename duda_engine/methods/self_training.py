@@ -14,6 +14,7 @@ from torch import nn
 from duda_engine.config import ExperimentConfig, SelfTrainingConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.distributed import average_gradients
+from duda_engine.methods import Method
 from duda_engine.methods.augment import block_mask, classmix_masks, mix, strong_augment
 from duda_engine.methods.common import (
     Batch,
@@ -29,7 +30,7 @@ from duda_engine.methods.pseudo_labels import pseudo_label
 from duda_engine.models import build_segmentor
 
 
-class SelfTraining:
+class SelfTraining(Method):
     uses_target = True
 
     def __init__(self, config: ExperimentConfig, classes: ClassSpec, device: torch.device):

@@ -7,12 +7,13 @@ import torch
 from duda_engine.config import ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.distributed import average_gradients
+from duda_engine.methods import Method
 from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks
 from duda_engine.methods.losses import cross_entropy
 from duda_engine.models import build_segmentor
 
 
-class SourceOnly:
+class SourceOnly(Method):
     """Supervised cross-entropy on labelled images of one domain; no target images are used."""
 
     uses_target = False
