@@ -1,4 +1,8 @@
-"""``python -m duda_engine train|eval|predict|export|bench``: the engine without the web app."""
+"""``python -m duda_engine train|eval|predict|export|bench``: the engine without the web app.
+
+``bench`` is research tooling that lives in the repository's ``bench/speed`` package; it is imported
+only when that command runs, and takes its own options (``python -m duda_engine bench --help``).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from duda_engine.bench import add_bench_parser
 from duda_engine.callbacks import Callbacks
 from duda_engine.checkpoint import CheckpointError
 from duda_engine.config import ConfigError, ExperimentConfig, load_config
@@ -204,11 +207,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(handler=command_predict)
 
     add_export_parser(sub)
-    add_bench_parser(sub)
+    sub.add_parser("bench", add_help=False, help="time training steps per method and speed variant, or student "
+                   "inference (research tooling in bench/speed; its options: bench --help)")
     return parser
 
 
+def command_bench(argv: list[str]) -> int:
+    """The speed bench, imported now: it is in the repository's ``bench/`` folder, not in the package."""
+    try:
+        from bench.speed.cli import main as bench_main
+    except ModuleNotFoundError as error:
+        if error.name not in ("bench", "bench.speed"):
+            raise
+        print("error: the speed bench is in the repository's bench/ folder: run this from a checkout's root",
+              file=sys.stderr)
+        return 2
+    return bench_main(argv, prog="python -m duda_engine bench")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the bench parses its own options
+        return command_bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

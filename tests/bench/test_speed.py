@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 import yaml
 
-from duda_engine import bench
-from duda_engine.bench import (
-    BASELINE,
-    BENCH_FIRST_STEP,
-    VARIANTS,
-    BenchError,
-    BenchSettings,
-    bench_config,
-    check_parity,
-    compare_traces,
-    format_table,
-    loss_trace,
-    parse_case,
-    run_bench,
-    skip_reason,
-    synthetic_batches,
-)
+from bench.speed import cli
+from bench.speed.cases import BASELINE, BENCH_FIRST_STEP, VARIANTS, BenchError, parse_case, skip_reason
+from bench.speed.machine import BenchSettings
+from bench.speed.report import format_table
+from bench.speed.run import run_bench
+from bench.speed.training import check_parity, compare_traces, loss_trace
+from bench.speed.workload import bench_config, synthetic_batches
+from duda_engine import cli as engine_cli
 from duda_engine.methods import build_method
 from duda_engine.validation import class_spec
 from tests.engine.conftest import tiny_config
@@ -108,7 +100,7 @@ def test_bench_writes_table_and_json(tiny_config_file, tmp_path, capsys):
         "--height", "64", "--width", "64", "--batch", "1", "--iterations", "2", "--warmup", "1",
         "--data", "both", "--config", str(tiny_config_file), "--device", "cpu", "--json", str(report_path),
     ]  # fmt: skip
-    assert bench.main(argv) == 0
+    assert cli.main(argv) == 0
     table = capsys.readouterr().out
     for text in (
         "ms/iter",
@@ -163,21 +155,24 @@ def test_inference_mode_reports_images_per_second():
 
 
 def test_bad_options_are_errors_not_tracebacks(capsys):
-    assert bench.main(["--methods", "no_such_case", "--device", "cpu"]) == 2
+    assert cli.main(["--methods", "no_such_case", "--device", "cpu"]) == 2
     assert "unknown case" in capsys.readouterr().err
-    assert bench.main(["--variants", "turbo", "--device", "cpu"]) == 2
+    assert cli.main(["--variants", "turbo", "--device", "cpu"]) == 2
     assert "unknown variant" in capsys.readouterr().err
-    assert bench.main(["--list"]) == 0
+    assert cli.main(["--list"]) == 0
     assert "duda_b5_b0" in capsys.readouterr().out
 
 
-def test_subcommand_registration():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    bench.add_bench_parser(sub)
-    args = parser.parse_args(["bench", "--inference", "--presets", "mit_b0,resnet18", "--device", "cpu"])
-    assert args.handler is bench.command_bench
-    assert bench.settings_from_args(args).presets == ["mit_b0", "resnet18"]
+def test_the_engines_bench_command_is_the_bench(capsys):
+    """``python -m duda_engine bench ...`` runs the bench's own command line, imported only then."""
+    args = cli.build_parser().parse_args(["--inference", "--presets", "mit_b0,resnet18", "--device", "cpu"])
+    assert cli.settings_from_args(args).presets == ["mit_b0", "resnet18"]
+    assert engine_cli.main(["bench", "--list"]) == 0
+    assert "duda_b5_b0" in capsys.readouterr().out
+    assert engine_cli.main(["bench", "--variants", "turbo", "--device", "cpu"]) == 2
+    assert "unknown variant" in capsys.readouterr().err
+    code = "import sys, duda_engine.cli; print('bench.speed' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_interleaved_variants_are_timed_side_by_side():
