@@ -104,7 +104,7 @@ PACKAGES = ("torch", "timm", "numpy", "pillow", "opencv-python-headless")
 @functools.cache
 def toy_digest(domain: str, size: str, split: str) -> str:
     """sha256 prefix of a toy split's images (names and bytes); read once per grid, not once per run."""
-    from duda_engine.data.toy import ensure_toy_domain
+    from duda_engine.toy.domains import ensure_toy_domain
 
     folder, digest = ensure_toy_domain(domain, size, split), hashlib.sha256()
     for file in sorted(folder.rglob("*.png")):

@@ -57,7 +57,7 @@ def _image_size_of(config_name: str, config: ExperimentConfig) -> tuple[int, int
     """(W, H) of the first training image after resize-to-fit, for the crop check."""
     d = getattr(config, config_name)
     if d.kind == "toy":
-        from duda_engine.data.toy import TOY_SIZES  # generated data: its size is known without generating it
+        from duda_engine.toy.domains import TOY_SIZES  # generated data: its size is known without generating it
 
         return TOY_SIZES[d.toy_size]
     samples = find_samples(d, d.train_split, labelled=False)

@@ -24,7 +24,7 @@ TOY_BENCH_DATA = {
 
 
 def _toy_size_for(crop: tuple[int, int], scale_high: float) -> str:
-    from duda_engine.data.toy import TOY_SIZES
+    from duda_engine.toy.domains import TOY_SIZES
 
     width, height = TOY_SIZES["demo"]
     return "demo" if crop[0] <= height * scale_high and crop[1] <= width * scale_high else "full"

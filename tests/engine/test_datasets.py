@@ -258,7 +258,7 @@ def test_custom_ignore_value_other_than_255(tmp_path):
 
 @pytest.fixture
 def fake_toy(monkeypatch, tmp_path):
-    """Stands in for ``duda_engine.data.toy.ensure_toy_domain``: a folder of images/ and labels/."""
+    """Stands in for ``duda_engine.toy.domains.ensure_toy_domain``: a folder of images/ and labels/."""
     calls = []
 
     def ensure_toy_domain(domain, size, split, cache_root=None):
@@ -270,9 +270,9 @@ def fake_toy(monkeypatch, tmp_path):
                 write_label(folder / "labels" / f"{i:04d}.png", tiled(np.array([0, 13, 255]), 16, 24))
         return folder
 
-    module = types.ModuleType("duda_engine.data.toy")
+    module = types.ModuleType("duda_engine.toy.domains")
     module.ensure_toy_domain = ensure_toy_domain
-    monkeypatch.setitem(sys.modules, "duda_engine.data.toy", module)
+    monkeypatch.setitem(sys.modules, "duda_engine.toy.domains", module)
     return calls
 
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from duda_engine.data import toy
-from duda_engine.data.toy import (
+from duda_engine.toy import domains as toy
+from duda_engine.toy.domains import (
     GENERATOR_VERSION,
     TOY_BENCHMARKS,
     TOY_DOMAINS,
@@ -20,7 +20,7 @@ from duda_engine.data.toy import (
     render_sample,
     scene_seed,
 )
-from duda_engine.data.toy_scenes import sample_layout
+from duda_engine.toy.scenes import sample_layout
 
 ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, TERRAIN, SKY, CAR = 0, 1, 2, 5, 8, 9, 10, 13
 RIDER, TRUCK, BUS, TRAIN, MOTORCYCLE = 12, 14, 15, 16, 17

@@ -149,7 +149,7 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
 
 def ensure_toy_data() -> None:
     """Generate the toy domains the tiny runs use once, into the shared cache (DUDA_TOY_CACHE)."""
-    from duda_engine.data.toy import ensure_toy_domain
+    from duda_engine.toy.domains import ensure_toy_domain
 
     for domain, splits in (("synthetic_a", ("train",)), ("real", ("train", "val"))):
         for split in splits:

@@ -117,7 +117,7 @@ def has_imagenet_weights(name: str) -> bool:
 
 
 def _toy_benchmark_table() -> dict[str, tuple[str, str]]:
-    from duda_engine.data.toy import TOY_BENCHMARKS
+    from duda_engine.toy.domains import TOY_BENCHMARKS
 
     return dict(TOY_BENCHMARKS)
 
@@ -230,7 +230,7 @@ def _describe(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _toy_entries() -> list[DatasetEntry]:
-    from duda_engine.data.toy import TOY_DOMAINS
+    from duda_engine.toy.domains import TOY_DOMAINS
 
     return [
         DatasetEntry(

@@ -2,7 +2,7 @@
 
 Nothing is downloaded: ``ensure_toy_domain`` generates a split on first use (deterministically from
 the domain, split and index) and caches it on disk as PNGs, ``images/<name>.png`` (RGB) beside
-``labels/<name>.png`` (train ids, 255 = ignore). Layouts come from ``toy_scenes``; this module turns
+``labels/<name>.png`` (train ids, 255 = ignore). Layouts come from ``scenes``; this module turns
 them into pixels:
 
 - ``synthetic_a`` (GTA-like source): flat shading, saturated colours, crisp edges, no noise.
@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .toy_scenes import (
+from duda_engine.toy.scenes import (
     IGNORE,
     MAT,
     MATERIALS,
@@ -748,7 +748,7 @@ def _worker_count(count: int) -> int:
         return min(os.cpu_count() or 1, 8)
 
 
-_WORKER_CODE = "import sys; from duda_engine.data.toy import _worker_main; sys.exit(_worker_main(sys.argv[1:]))"
+_WORKER_CODE = "import sys; from duda_engine.toy.domains import _worker_main; sys.exit(_worker_main(sys.argv[1:]))"
 
 
 def _generate_into(folder: Path, domain: str, size: str, split: str, count: int,

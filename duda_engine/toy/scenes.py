@@ -3,7 +3,7 @@
 A layout is a list of planar faces in 3D, in painter's order: the ground first, then every object
 from far to near. Coordinates are metres: X to the right of the camera, H up from the ground, Z forward
 from the camera. Each face carries a Cityscapes train id (its label), a material (what it looks like)
-and a colour key in [0, 1) that picks the variant of the material; ``toy.py`` projects the faces with
+and a colour key in [0, 1) that picks the variant of the material; ``domains.py`` projects the faces with
 the layout's camera and turns materials into colours, differently per domain.
 
 Three layout styles differ in camera and class frequencies, as GTA, SYNTHIA and Cityscapes do:
