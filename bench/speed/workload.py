@@ -14,7 +14,9 @@ from torch import nn
 
 from bench.speed.cases import BENCH_TOTAL_ITERATIONS, BenchError, Case, Variant
 from duda_engine.config import ExperimentConfig, config_from_dict
+from duda_engine.methods import Method
 from duda_engine.methods.common import Batch, to_batch
+from duda_engine.methods.duda import Duda
 from duda_engine.validation import class_spec, validate_config
 
 TOY_BENCH_DATA = {
@@ -121,24 +123,34 @@ class PipelineBatches:
 # --------------------------------------------------------------------------------------------
 
 
-def _use_fused_adamw(method) -> None:
+def _fused(optimizer: torch.optim.Optimizer, scheduler) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """A fused AdamW with the groups of ``optimizer``, and the same schedule on it."""
+    groups = [
+        {
+            **{k: v for k, v in group.items() if k not in ("fused", "foreach", "initial_lr")},
+            "lr": group.get("initial_lr", group["lr"]),
+        }
+        for group in optimizer.param_groups
+    ]
+    fused = torch.optim.AdamW(groups, fused=True)
+    return fused, torch.optim.lr_scheduler.LambdaLR(fused, scheduler.lr_lambdas)
+
+
+def _use_fused_adamw(method: Method) -> None:
     """Replace each of the method's AdamW optimisers by a fused one with the same groups and schedule."""
-    pairs = [("optimizer", "scheduler"), ("auxiliary_optimizer", "auxiliary_scheduler")]
-    for optimizer_name, scheduler_name in pairs:
-        old = getattr(method, optimizer_name, None)
-        if old is None:
-            continue
-        scheduler = getattr(method, scheduler_name)
-        groups = [
-            {
-                **{k: v for k, v in group.items() if k not in ("fused", "foreach", "initial_lr")},
-                "lr": group.get("initial_lr", group["lr"]),
-            }
-            for group in old.param_groups
-        ]
-        new = torch.optim.AdamW(groups, fused=True)
-        setattr(method, optimizer_name, new)
-        setattr(method, scheduler_name, torch.optim.lr_scheduler.LambdaLR(new, scheduler.lr_lambdas))
+    method.optimizer, method.scheduler = _fused(method.optimizer, method.scheduler)
+    if isinstance(method, Duda):
+        method.auxiliary_optimizer, method.auxiliary_scheduler = _fused(
+            method.auxiliary_optimizer, method.auxiliary_scheduler
+        )
+
+
+def _predicting_teachers(method: Method) -> list[nn.Module]:
+    """The networks a step only predicts with: DUDA's EMA teachers and frozen teachers (never the auxiliary,
+    which trains); self-training's teacher."""
+    if isinstance(method, Duda):
+        return [method.ema, *([method.student_ema] if method.student_ema is not None else []), *method.frozen]
+    return [method.teacher] if method.teacher is not None else []
 
 
 def _inference_mode_forward(module: nn.Module) -> None:
@@ -153,20 +165,13 @@ def _inference_mode_forward(module: nn.Module) -> None:
     module.forward = forward_in_inference_mode
 
 
-def apply_tweaks(method, tweaks: Iterable[str]) -> None:
+def apply_tweaks(method: Method, tweaks: Iterable[str]) -> None:
     """``fused_adamw``: fused AdamW optimisers. ``teacher_inference_mode``: frozen teachers under inference mode."""
     for tweak in tweaks:
         if tweak == "fused_adamw":
             _use_fused_adamw(method)
         elif tweak == "teacher_inference_mode":
-            # DUDA: its EMA teachers and frozen teachers (never the auxiliary, which trains); self-training: its teacher.
-            teachers = [getattr(method, name, None) for name in ("ema", "student_ema")] + list(
-                getattr(method, "frozen", [])
-            )
-            teachers = [t for t in teachers if t is not None] or [
-                t for t in [getattr(method, "teacher", None)] if t is not None
-            ]
-            for teacher in teachers:
+            for teacher in _predicting_teachers(method):
                 _inference_mode_forward(teacher)
         else:
             raise BenchError(f"unknown tweak {tweak!r}")
