@@ -11,80 +11,25 @@ reject exactly the same configs before any training starts.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import json
-import math
-import types
 import typing
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from duda_engine.config_fields import ConfigError, Leaf, bounded, build_dataclass, path_field, path_list_field
 from duda_engine.methods import METHODS as METHOD_CLASSES  # the method registry (imports no torch)
 
 METHODS = tuple(METHOD_CLASSES)  # the names a config may give as ``method``
 DATASET_KINDS = ("toy", "gta5", "synthia", "cityscapes", "acdc", "dark_zurich", "custom")
 
-
-class ConfigError(ValueError):
-    """A config value is wrong; ``field`` is its dotted path (``train.crop_size``)."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
-
-
-# --------------------------------------------------------------------------------------------
-# Field kinds: numbers carry the range a run can use; paths are marked (the web app confines them).
-# --------------------------------------------------------------------------------------------
-
 MAX_ITERATIONS = 10_000_000  # the run's step counters are 32-bit columns
 MAX_SEED = 2**31 - 1
 MAX_SIDE = 8192  # pixels of an image side, a crop or a sliding window
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a number may take, both ends included unless open."""
-
-    low: float
-    high: float
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return above and below
-
-    def describe(self, kind: type) -> str:
-        if kind is int:
-            return f"{self.low}..{self.high}"
-        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-
-
-def bounded(default: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Any:
-    """A number, or a list of numbers (nested lists too), each of which must lie in the range."""
-    metadata = {"range": Range(low, high, low_open, high_open)}
-    if isinstance(default, list):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def path_field(default: str = "") -> Any:
-    """A path on the machine that runs the engine (a list of paths for a list field). The CLI takes any;
-    the web app never lets a user name one (``webapp.runs.confine``)."""
-    return field(default=default, metadata={"path": True})
-
-
-def path_list_field() -> Any:
-    return field(default_factory=list, metadata={"path": True})
 
 
 @dataclass
@@ -230,96 +175,8 @@ class ExperimentConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Loading: dict -> dataclasses, with unknown keys and wrong types rejected by field name.
+# The fields as a list, and loading: dict -> dataclasses, with unknown keys and wrong types rejected.
 # --------------------------------------------------------------------------------------------
-
-
-def _shown(value: Any) -> str:
-    """A value as an error message quotes it: its repr, cut short."""
-    try:
-        text = repr(value)
-    except ValueError:  # an integer with more digits than Python converts to text
-        return "an integer too large to show"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _convert(value: Any, annotation: Any, path: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(path, f"must be a mapping, got {type(value).__name__}")
-        return _build(annotation, value, path)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"must be a list, got {type(value).__name__}")
-        (item_type,) = typing.get_args(annotation)[:1] or (Any,)
-        return [_convert(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unions are not supported in config fields ({path})")
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(path, f"must be true or false, got {_shown(value)}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, f"must be an integer, got {_shown(value)}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"must be a number, got {_shown(value)}")
-        try:
-            number = float(value)
-        except OverflowError:  # an integer too large for a float
-            number = math.inf
-        if not math.isfinite(number):
-            raise ConfigError(path, f"must be a finite number, got {_shown(value)}")
-        return number
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(path, f"must be a string, got {_shown(value)}")
-        if any(unicodedata.category(char) == "Cc" for char in value):  # NUL, tab, newline, escape, ...
-            raise ConfigError(path, "must not contain control characters (every config string is one line)")
-        return value
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(where, f"unknown key (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{prefix}.{key}" if prefix else key
-        kwargs[key] = _convert(value, hints[key], where)
-    return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class Leaf:
-    """One field of the config that holds a value rather than a section."""
-
-    name: str  # dotted: "train.crop_size"
-    annotation: Any  # int, str, list[int], list[list[int]], ...
-    field: dataclasses.Field
-
-    @property
-    def scalar(self) -> Any:
-        """The type of each value: ``int`` for ``list[list[int]]``."""
-        kind = self.annotation
-        while typing.get_origin(kind) in (list, tuple):
-            kind = typing.get_args(kind)[0]
-        return kind
-
-    @property
-    def range(self) -> Range | None:
-        return self.field.metadata.get("range")
-
-    @property
-    def is_path(self) -> bool:
-        return bool(self.field.metadata.get("path"))
 
 
 @functools.cache
@@ -353,7 +210,7 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Build a config from plain data; raises ConfigError naming the first wrong field."""
     if not isinstance(data, dict):
         raise ConfigError("", "a config must be a mapping at the top level")
-    config = _build(ExperimentConfig, data)
+    config = build_dataclass(ExperimentConfig, data)
     check_values(config)
     return config
 
