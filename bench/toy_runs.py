@@ -1,7 +1,7 @@
 """Train a grid of runs on the bundled toy benchmarks and tabulate their target mIoU.
 
     python bench/toy_runs.py --benchmarks toy_gta2real --runs source_only:mit_b0 oracle:mit_b0 \\
-        duda:mit_b2:mit_b0 --seeds 0 1 2 --iterations 400 --jobs 2 --out runs/grid --report docs/results/grid
+        duda:mit_b2:mit_b0 --seeds 0 1 2 --iterations 400 --jobs 2 --out runs/grid --report experiments/random_weights/grid
 
 Each run is ``python -m duda_engine train --config configs/toy/<benchmark>.yaml`` with ``--set``
 overrides for the method, the networks, the seed and the iterations, in its own process with one
