@@ -3,7 +3,9 @@
 ``find_samples(cfg, split, labelled=...)`` walks the folders of one dataset kind and pairs
 every image with its label file; every problem (missing folder, unknown split, images without labels,
 nothing found) is a ``DatasetError`` that names the folder or files and the layout the kind expects.
-Layouts are those of REFERENCE §2; ``LAYOUTS`` describes them in words for error messages and the UI.
+Layouts are the ones the datasets ship in (Cityscapes ``leftImg8bit/`` + ``gtFine/``, GTA5 ``images/`` +
+``labels/``, SYNTHIA ``RGB/`` + ``GT/LABELS/``, ACDC and Dark Zurich ``rgb_anon/`` + ``gt/``);
+``LAYOUTS`` describes them in words for error messages and the UI.
 """
 
 from __future__ import annotations
