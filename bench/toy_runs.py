@@ -279,6 +279,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="runs/toy_grid")
     parser.add_argument("--report", required=True, help="writes REPORT.json and REPORT.md")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: tabulate the runs that have finished (a result.json or the report's record)")
     parser.add_argument("--score-teachers", action="store_true",
                         help="also score each self-training and DUDA run's EMA teacher on the target (eval --network teacher)")
     args = parser.parse_args(argv)
@@ -286,6 +288,8 @@ def main(argv: list[str]) -> int:
             for seed in args.seeds]
     out = Path(args.out).resolve()
     commands, recorded = recorded_runs(Path(f"{args.report}.json"))
+    if args.finished_only:
+        jobs = [job for job in jobs if job.name in recorded or (out / job.name / "result.json").is_file()]
 
     def record(job: Job) -> dict:
         if job.name in recorded and not (out / job.name / "result.json").is_file():
