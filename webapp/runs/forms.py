@@ -6,8 +6,9 @@ import re
 
 from django import forms
 
-from webapp.runs import catalog, inputs, selectors, services
+from webapp.runs import catalog, inputs, selectors
 from webapp.runs.api.serializers import parse_crop_size
+from webapp.runs.services import launch
 
 NUMBER = {"inputmode": "numeric"}
 MAX_OVERRIDES_LENGTH = 20_000
@@ -80,7 +81,7 @@ class RunLaunchForm(forms.Form):
     student = forms.ChoiceField(help_text="light backbone: the network you deploy")
     auxiliary = forms.ChoiceField(required=False, help_text="heavy backbone: DUDA's auxiliary student and teacher")
     weights = forms.ChoiceField(
-        required=False, choices=list(services.WEIGHTS_CHOICES.items()), initial=services.WEIGHTS_AUTO,
+        required=False, choices=list(launch.WEIGHTS_CHOICES.items()), initial=launch.WEIGHTS_AUTO,
         label="Initial weights", help_text="the presets marked “ImageNet weights” have them on this server",
     )
     iterations = AsciiIntegerField(required=False)
@@ -113,7 +114,7 @@ class RunLaunchForm(forms.Form):
         help_text="any engine config field, one 'dotted.key = value' per line",
     )
 
-    ADVANCED = services.ADVANCED_FIELDS + ("overrides",)
+    ADVANCED = launch.ADVANCED_FIELDS + ("overrides",)
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -174,23 +175,23 @@ class RunLaunchForm(forms.Form):
             self.add_error("benchmark", "choose a benchmark, or a source and a target dataset")
         return data
 
-    def to_spec(self) -> services.LaunchSpec:
+    def to_spec(self) -> launch.LaunchSpec:
         d = self.cleaned_data
         baseline = d.get("baseline", "auto")
         if baseline in ("auto", None):
-            baseline = services.AUTO
+            baseline = launch.AUTO
         elif baseline == "":
             baseline = None
         values = {name: d.get(name) for name in (
             "iterations", "crop_size", "batch_size", "seed", "eval_interval", "checkpoint_interval", "log_interval",
             "num_samples", "max_val_images", "num_workers", "lr", "warmup_iters",
         )}
-        return services.LaunchSpec(
+        return launch.LaunchSpec(
             method=d["method"], student=d["student"], benchmark=d.get("benchmark") or "",
             source=d.get("source") or "" if not d.get("benchmark") else "",
             target=d.get("target") or "" if not d.get("benchmark") else "",
             name=d.get("name") or "", auxiliary=d.get("auxiliary") or None, device=d.get("device") or None,
-            weights=d.get("weights") or services.WEIGHTS_AUTO,
+            weights=d.get("weights") or launch.WEIGHTS_AUTO,
             overrides=d.get("overrides") or {}, baseline=baseline,
             teachers=list(d.get("teachers") or []) if d["method"] == "duda" else [],  # hidden for other methods
             precompute_teachers=bool(d.get("precompute_teachers")), **values,

@@ -1,6 +1,6 @@
 """Runs and what they produce: metric points, per-class IoU, checkpoints, prediction samples, log lines.
 
-A run's status changes only through ``services.run_transition``; the allowed moves live here, with
+A run's status changes only through ``services.lifecycle.run_transition``; the allowed moves live here, with
 the model, so that every writer shares one table of them.
 """
 

@@ -7,9 +7,9 @@ import copy
 import pytest
 
 from tests.webapp.runs.conftest import launch, simulate_results
-from webapp.runs import services
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import Run, RunStatus
+from webapp.runs.services import lifecycle
 
 pytestmark = pytest.mark.django_db
 
@@ -68,11 +68,11 @@ def test_a_teacher_is_kept_while_a_run_that_learns_from_it_can_still_run(alice, 
     for status in (RunStatus.QUEUED, RunStatus.FAILED):  # a failed run can be resumed: it still needs the file
         Run.objects.filter(pk=student.pk).update(status=status)
         with pytest.raises(ApplicationError) as caught:
-            services.run_delete(user=alice, run_id=teacher.pk)
+            lifecycle.run_delete(user=alice, run_id=teacher.pk)
         assert caught.value.status_code == 409 and f"#{student.pk}" in caught.value.message
     Run.objects.filter(pk=student.pk).update(status=RunStatus.SUCCEEDED)
     with django_capture_on_commit_callbacks(execute=True):
-        services.run_delete(user=alice, run_id=teacher.pk)
+        lifecycle.run_delete(user=alice, run_id=teacher.pk)
     assert not teacher.folder.exists()
 
 

@@ -9,8 +9,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 
-from webapp.runs import inputs, services
+from webapp.runs import inputs
 from webapp.runs.models import Checkpoint, Run, RunEvent
+from webapp.runs.services import launch
 
 
 def parse_crop_size(value) -> list[int]:
@@ -95,8 +96,8 @@ class RunCreateInput(serializers.Serializer):
     lr = AsciiFloatField(required=False)
     warmup_iters = AsciiIntegerField(required=False)
     weights = serializers.ChoiceField(
-        choices=list(services.WEIGHTS_CHOICES.items()), default=services.WEIGHTS_AUTO,
-        help_text="where the networks start: " + "; ".join(f"{k}: {v}" for k, v in services.WEIGHTS_CHOICES.items())
+        choices=list(launch.WEIGHTS_CHOICES.items()), default=launch.WEIGHTS_AUTO,
+        help_text="where the networks start: " + "; ".join(f"{k}: {v}" for k, v in launch.WEIGHTS_CHOICES.items())
         + " (an override of model.*_pretrained wins)",
     )
     overrides = serializers.DictField(required=False, help_text="dotted engine config keys -> values")
@@ -121,15 +122,15 @@ class RunCreateInput(serializers.Serializer):
             raise serializers.ValidationError({"benchmark": ["choose a benchmark, or a source and a target dataset"]})
         return attrs
 
-    def to_spec(self) -> services.LaunchSpec:
+    def to_spec(self) -> launch.LaunchSpec:
         data = dict(self.validated_data)
-        baseline = data.pop("baseline", services.AUTO) if "baseline" in data else services.AUTO
+        baseline = data.pop("baseline", launch.AUTO) if "baseline" in data else launch.AUTO
         overrides = data.pop("overrides", {}) or {}
         if data.get("auxiliary") == "":
             data.pop("auxiliary")
         if data.get("device") == "":
             data.pop("device")
-        return services.LaunchSpec(**data, overrides=overrides, baseline=baseline)
+        return launch.LaunchSpec(**data, overrides=overrides, baseline=baseline)
 
 
 class RunOutput(serializers.ModelSerializer):
