@@ -8,11 +8,13 @@ const f = (name) => form.elements[name];
 const field = (name) => form.querySelector(`[data-field="${name}"]`);
 const benchmarks = new Map(options.benchmarks.map((b) => [b.key, b]));
 
+// A blank field takes the base config's value, which its placeholder shows.
 function setDefaults(defaults) {
   for (const [key, value] of Object.entries(defaults)) {
     const input = f(key);
     if (!input || key === "method" || key === "student" || key === "auxiliary") continue;
     input.value = key === "crop_size" ? value.join("x") : value;
+    input.placeholder = input.value;
   }
 }
 

@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from django.conf import settings
 
+from webapp.runs import launch_schema
+
 # Real dataset kinds we look for under DUDA_DATASETS_ROOT, by folder name, with the size each kind is
 # resized to fit (as in the anchors' recipes).
 REAL_KINDS: dict[str, dict[str, Any]] = {
@@ -171,31 +173,13 @@ def toy_benchmarks() -> list[dict[str, Any]]:
 
 def launch_defaults(base: dict[str, Any]) -> dict[str, Any]:
     """The values the launch form shows for a base config (the engine's defaults where it is silent)."""
-    from duda_engine.config import config_from_dict
+    from duda_engine.config import ExperimentConfig, config_from_dict
 
     try:
         config = config_from_dict({k: v for k, v in base.items() if k != "output_dir"})
     except Exception:  # noqa: BLE001 - a broken bundled config shows the engine defaults instead
-        config = config_from_dict({})
-    t, o = config.train, config.optim
-    return {
-        "method": config.method,
-        "student": config.model.student,
-        "auxiliary": config.model.auxiliary,
-        "iterations": t.iterations,
-        "crop_size": list(t.crop_size),
-        "batch_size": t.batch_size,
-        "seed": config.seed,
-        "eval_interval": t.eval_interval,
-        "checkpoint_interval": t.checkpoint_interval,
-        "log_interval": t.log_interval,
-        "num_samples": t.num_samples,
-        "max_val_images": t.max_val_images,
-        "num_workers": t.num_workers,
-        "lr": o.lr,
-        "warmup_iters": o.warmup_iters,
-        "device": t.device,
-    }
+        config = ExperimentConfig()
+    return launch_schema.defaults(config.to_dict())
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from webapp.runs.launch_schema import LaunchSpec
 from webapp.runs.models import Run
 from webapp.runs.services import records, worker
-from webapp.runs.services.launch import LaunchSpec, run_create
+from webapp.runs.services.launch import run_create
 
 TOY = {"benchmark": "toy_gta2real", "method": "source_only", "student": "mit_b0", "iterations": 8,
        "crop_size": [64, 64], "batch_size": 1, "num_workers": 0}

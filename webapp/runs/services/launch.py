@@ -10,7 +10,7 @@ import copy
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,78 +19,23 @@ from django.db import transaction
 
 from webapp.runs import catalog, confine, selectors
 from webapp.runs.errors import ApplicationError
+from webapp.runs.launch_schema import (
+    AUTO,
+    CONFIG_TO_FIELD,
+    FIELD_TO_CONFIG,
+    MAX_TEACHERS,
+    WEIGHTS_CHOICES,
+    WEIGHTS_IMAGENET,
+    WEIGHTS_RANDOM,
+    LaunchSpec,
+    data_errors,
+)
 from webapp.runs.models import CheckpointKind, Run, RunEvent
 from webapp.runs.services.lifecycle import run_enqueue
 
 log = logging.getLogger(__name__)
 
-AUTO = "auto"  # LaunchSpec.baseline: pick the latest matching source-only run
-MAX_TEACHERS = 8  # extra frozen teachers of one DUDA run
-
-
-# Launch input fields that set one engine config field each.
-FIELD_TO_CONFIG: dict[str, str] = {
-    "method": "method",
-    "seed": "seed",
-    "student": "model.student",
-    "auxiliary": "model.auxiliary",
-    "iterations": "train.iterations",
-    "crop_size": "train.crop_size",
-    "batch_size": "train.batch_size",
-    "eval_interval": "train.eval_interval",
-    "checkpoint_interval": "train.checkpoint_interval",
-    "log_interval": "train.log_interval",
-    "num_samples": "train.num_samples",
-    "max_val_images": "train.max_val_images",
-    "num_workers": "train.num_workers",
-    "device": "train.device",
-    "lr": "optim.lr",
-    "warmup_iters": "optim.warmup_iters",
-}
-CONFIG_TO_FIELD = {v: k for k, v in FIELD_TO_CONFIG.items()}
-# The launch field ``weights``: where the chosen networks' encoders start (``model.*_pretrained``).
-WEIGHTS_AUTO, WEIGHTS_IMAGENET, WEIGHTS_RANDOM = "auto", "imagenet", "random"
-WEIGHTS_CHOICES: dict[str, str] = {
-    WEIGHTS_AUTO: "ImageNet weights for each network whose preset has them, random for the others",
-    WEIGHTS_IMAGENET: "ImageNet weights for every network (each preset must have them)",
-    WEIGHTS_RANDOM: "random initialisation",
-}
 PRETRAINED_FIELDS = ("model.student_pretrained", "model.auxiliary_pretrained")
-ADVANCED_FIELDS = (
-    "eval_interval", "checkpoint_interval", "log_interval", "num_samples", "max_val_images", "num_workers",
-    "device", "lr", "warmup_iters",
-)  # fmt: skip
-
-
-@dataclass
-class LaunchSpec:
-    """What the launch form and the API both produce. ``None`` keeps the base config's value."""
-
-    method: str
-    student: str
-    benchmark: str = ""  # a bundled toy benchmark, or "" for a source/target pair
-    source: str = ""  # dataset keys (catalog), for a pair
-    target: str = ""
-    name: str = ""
-    auxiliary: str | None = None
-    iterations: int | None = None
-    crop_size: list[int] | None = None
-    batch_size: int | None = None
-    seed: int | None = None
-    eval_interval: int | None = None
-    checkpoint_interval: int | None = None
-    log_interval: int | None = None
-    num_samples: int | None = None
-    max_val_images: int | None = None
-    num_workers: int | None = None
-    device: str | None = None
-    lr: float | None = None
-    warmup_iters: int | None = None
-    weights: str = WEIGHTS_AUTO  # a key of WEIGHTS_CHOICES
-    overrides: dict[str, Any] = field(default_factory=dict)  # dotted config key -> value
-    baseline: int | str | None = AUTO  # run id, AUTO, or None (no baseline)
-    teachers: list[int] = field(default_factory=list)  # DUDA: finished runs whose students teach too (frozen)
-    precompute_teachers: bool = False  # DUDA: predict with those teachers once, before training
 
 
 @dataclass
@@ -244,12 +189,11 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
         table = dict((b["key"], b) for b in catalog.toy_benchmarks())
         source_key, target_key = table[spec.benchmark]["source"], table[spec.benchmark]["target"]
     else:
-        fields: dict[str, list[str]] = {}
+        fields = data_errors(benchmark=spec.benchmark, source=spec.source, target=spec.target)
         entries = {}
         for side in ("source", "target"):
             key = getattr(spec, side)
-            if not key:
-                fields[side] = [f"choose a {side} dataset, or a benchmark"]
+            if side in fields:
                 continue
             entry = catalog.dataset_by_key(key)
             if entry is None:
