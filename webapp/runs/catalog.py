@@ -19,14 +19,14 @@ from django.conf import settings
 
 from webapp.runs import launch_schema
 
-# Real dataset kinds we look for under DUDA_DATASETS_ROOT, by folder name, with the size each kind is
-# resized to fit (as in the anchors' recipes).
+# Real dataset kinds we look for under DUDA_DATASETS_ROOT, by folder name. How each is resized and
+# trained on comes from the recipes (``recipes``).
 REAL_KINDS: dict[str, dict[str, Any]] = {
-    "gta5": {"label": "GTA5", "folders": ("gta5", "gta", "GTA5"), "resize": [1280, 720]},
-    "synthia": {"label": "SYNTHIA-RAND-CITYSCAPES", "folders": ("synthia", "SYNTHIA", "RAND_CITYSCAPES"), "resize": [1280, 760]},
-    "cityscapes": {"label": "Cityscapes", "folders": ("cityscapes", "Cityscapes"), "resize": [1024, 512]},
-    "acdc": {"label": "ACDC", "folders": ("acdc", "ACDC"), "resize": [960, 540]},
-    "dark_zurich": {"label": "Dark Zurich", "folders": ("dark_zurich", "DarkZurich", "dark-zurich"), "resize": [960, 540]},
+    "gta5": {"label": "GTA5", "folders": ("gta5", "gta", "GTA5")},
+    "synthia": {"label": "SYNTHIA-RAND-CITYSCAPES", "folders": ("synthia", "SYNTHIA", "RAND_CITYSCAPES")},
+    "cityscapes": {"label": "Cityscapes", "folders": ("cityscapes", "Cityscapes")},
+    "acdc": {"label": "ACDC", "folders": ("acdc", "ACDC")},
+    "dark_zurich": {"label": "Dark Zurich", "folders": ("dark_zurich", "DarkZurich", "dark-zurich")},
 }
 ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 CUSTOM_MANIFEST = "dataset.yaml"  # a folder holding this file is a custom dataset (DatasetConfig fields)
@@ -281,7 +281,7 @@ def real_datasets() -> list[DatasetEntry]:
     for kind, info in REAL_KINDS.items():
         folder = _find_folder(root, info["folders"]) if root.is_dir() else None
         missing = f"no folder {root}/{info['folders'][0]}" if root.is_dir() else f"the data root {root} does not exist"
-        base = {"kind": kind, "root": str(folder or root / info["folders"][0]), "resize": list(info["resize"])}
+        base = {"kind": kind, "root": str(folder or root / info["folders"][0])}
         if kind == "acdc":
             for condition in ACDC_CONDITIONS:
                 entries.append(_real_entry(f"acdc-{condition}", f"ACDC {condition}", base | {"condition": condition},
@@ -324,14 +324,6 @@ def dataset_by_key(key: str) -> DatasetEntry | None:
     if key.startswith("toy:"):
         return next((e for e in _toy_entries() if e.key == key), None)
     return next((e for e in real_datasets() if e.key == key), None)
-
-
-def pair_base_config(source: DatasetEntry, target: DatasetEntry) -> dict[str, Any]:
-    """A base config for a source/target pair: the datasets and the engine's recipe defaults."""
-    config: dict[str, Any] = {"source": dict(source.config), "target": dict(target.config)}
-    if source.kind == "synthia":
-        config["eval"] = {"class_subset": "synthia16"}
-    return config
 
 
 # --------------------------------------------------------------------------------------------

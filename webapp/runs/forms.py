@@ -7,7 +7,7 @@ import re
 
 from django import forms
 
-from webapp.runs import catalog, inputs, launch_schema, selectors
+from webapp.runs import catalog, inputs, launch_schema, recipes, selectors
 from webapp.runs.api.serializers import parse_crop_size
 
 NUMBER = {"inputmode": "numeric"}
@@ -130,8 +130,7 @@ class RunLaunchForm(forms.Form):
         self.fields["method"].choices = [(m["name"], m["label"]) for m in catalog.methods()]
         self.fields["student"].choices = _preset_choices(heavy_first=False)
         self.fields["auxiliary"].choices = _preset_choices(heavy_first=True)
-        chosen = next((b for b in benchmarks if b["key"] == self.data.get("benchmark")), None)
-        shown = (chosen or (benchmarks[0] if benchmarks else {})).get("defaults", {})
+        shown = self._base_defaults()
         for name, value in shown.items():  # a blank field takes the base config's value: show it
             widget = self.fields[name].widget
             if isinstance(widget, forms.widgets.Input):
@@ -141,6 +140,16 @@ class RunLaunchForm(forms.Form):
             for key, value in shown.items():
                 self.initial.setdefault(key, _shown(key, value))
             self.initial.setdefault("baseline", launch_schema.AUTO)
+
+    def _base_defaults(self) -> dict:
+        """The values of the base config this form launches on: the chosen benchmark's, a chosen pair's
+        (its recipe's), or the first benchmark's before anything is chosen."""
+        if self.is_bound and not self.data.get("benchmark"):
+            entries = {d.key: d for d in self.datasets}
+            source, target = entries.get(self.data.get("source")), entries.get(self.data.get("target"))
+            return catalog.launch_defaults(recipes.pair_base_config(source, target) if source and target else {})
+        chosen = next((b for b in self.benchmarks if b["key"] == self.data.get("benchmark")), None)
+        return (chosen or (self.benchmarks[0] if self.benchmarks else {})).get("defaults", {})
 
     @staticmethod
     def _dataset_label(entry) -> str:

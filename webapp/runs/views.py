@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from webapp.runs import catalog, inputs, selectors
+from webapp.runs import catalog, inputs, recipes, selectors
 from webapp.runs.errors import ApplicationError
 from webapp.runs.forms import RunLaunchForm
 from webapp.runs.models import RunStatus
@@ -52,6 +52,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
         "benchmarks": form.benchmarks,
         "datasets": [d.as_dict() for d in form.datasets],
         "presets": catalog.presets(),
+        "recipes": recipes.pair_defaults(),  # the form's values for a pair of dataset kinds with a recipe
+        "engine_defaults": catalog.launch_defaults({}),  # ... and for any other pair
     }
     return render(request, "runs/new.html", {
         "form": form,

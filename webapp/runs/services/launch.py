@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from webapp.runs import catalog, confine, selectors
+from webapp.runs import catalog, confine, recipes, selectors
 from webapp.runs.errors import ApplicationError
 from webapp.runs.launch_schema import (
     AUTO,
@@ -203,7 +203,7 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
             entries[side] = entry
         if fields:
             raise ApplicationError.invalid("the datasets are not valid", fields=fields)
-        base = catalog.pair_base_config(entries["source"], entries["target"])
+        base = recipes.pair_base_config(entries["source"], entries["target"])
         source_key, target_key = spec.source, spec.target
 
     data: dict[str, Any] = {k: v for k, v in base.items()}
