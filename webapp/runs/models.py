@@ -51,6 +51,10 @@ class Run(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="a succeeded source-only run on the same target with the same student",
     )
+    teachers = models.ManyToManyField(
+        "self", symmetrical=False, blank=True, related_name="taught_runs",
+        help_text="DUDA: succeeded runs whose student checkpoints teach this run as frozen teachers",
+    )
     output_dir = models.CharField(max_length=1000, blank=True)
 
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)

@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from tests.webapp.runs.conftest import launch, simulate_results
+from webapp.runs import selectors
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.services import lifecycle
@@ -99,3 +100,27 @@ def test_the_run_page_links_its_teachers(alice, client):
     client.login(username="alice", password="alice-password")
     page = client.get(f"/runs/{run.pk}/").content.decode()
     assert f'<a href="/runs/{teacher.pk}/">#{teacher.pk} {teacher.name}</a> <span class="muted">(precomputed)</span>' in page
+
+
+def test_the_teacher_relation_is_a_database_relation(alice):
+    teacher = simulate_results(launch(alice, student="mit_b1"))
+    run = launch(alice, **DUDA, teachers=[teacher.pk])
+    assert list(run.teachers.all()) == [teacher] and list(teacher.taught_runs.all()) == [run]
+    Run.objects.filter(pk=run.pk).update(config={**run.config, "duda": {**run.config["duda"], "frozen_teachers": []}})
+    assert [other.pk for other in selectors.runs_taught_by(teacher)] == [run.pk]  # the relation, not the JSON
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_fills_the_relation_from_the_configs(alice):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    teacher = simulate_results(launch(alice, student="mit_b1"))
+    run = launch(alice, **DUDA, teachers=[teacher.pk])
+    plain = launch(alice)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("runs", "0001_initial")])
+    executor.loader.build_graph()
+    executor.migrate([("runs", "0002_run_teachers")])
+    assert list(Run.objects.get(pk=run.pk).teachers.all()) == [teacher]
+    assert not Run.objects.get(pk=plain.pk).teachers.exists() and not Run.objects.get(pk=teacher.pk).teachers.exists()

@@ -275,7 +275,8 @@ def _prepare_folder(folder: Path) -> None:
 
 def run_create(*, owner, spec: LaunchSpec) -> Run:
     """Validate a launch with the engine, save the run as queued and enqueue it after commit."""
-    built = build_engine_config(spec, _teacher_runs(owner=owner, spec=spec))
+    teachers = _teacher_runs(owner=owner, spec=spec)
+    built = build_engine_config(spec, teachers)
     baseline = _resolve_baseline(owner=owner, spec=spec, built=built)
     config = built.config
     with transaction.atomic():
@@ -297,6 +298,7 @@ def run_create(*, owner, spec: LaunchSpec) -> Run:
         run.config = config
         run.output_dir = str(folder)
         run.save(update_fields=["config", "output_dir"])
+        run.teachers.set(teachers)
         _prepare_folder(folder)
         RunEvent.objects.create(run=run, message=f"queued by {owner.get_username()}")
         run_id = run.pk
