@@ -1,17 +1,22 @@
 """A run's results as a worker reports them: metric points, evaluations (per-class IoU), prediction
-samples (PNG files) and checkpoints (files with their sha256). Each write checks the claim (``claims``).
+samples (PNG files) and checkpoints (files with their sha256). Each write checks the claim (``claims``)
+and, after it commits, tells the run's page (``live.publish``): these functions and ``lifecycle`` send
+every message the browser gets, each about rows already in the database.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.db import transaction
 
+from webapp.runs import live
 from webapp.runs.models import Checkpoint, CheckpointKind, ClassIoU, MetricPoint, PredictionSample, Run, SampleRole
 from webapp.runs.services.claims import check_held, held_run
+from webapp.runs.services.worker import run_progress
 
 
 def _store_points(run_id: int, points: list[tuple[int, str, float]]) -> int:
@@ -21,16 +26,43 @@ def _store_points(run_id: int, points: list[tuple[int, str, float]]) -> int:
     return len(rows)
 
 
-def metrics_record(*, run_id: int, token: str, points: list[tuple[int, str, float]]) -> int:
-    """Store metric points in one batch; a point already stored (run, step, name) is kept as it is."""
+def _points_message(points: list[tuple[int, str, float]]) -> list[dict[str, Any]]:
+    return [{"step": step, "name": name, "value": value} for step, name, value in points]
+
+
+@dataclass
+class Progress:
+    """Where the training is, with its smoothed speed (wall-clock seconds per iteration)."""
+
+    step: int
+    total_steps: int
+    seconds_per_step: float | None
+
+    def as_message(self) -> dict[str, Any]:
+        eta = (self.total_steps - self.step) * self.seconds_per_step if self.seconds_per_step else None
+        return {"step": self.step, "total_steps": self.total_steps, "eta_seconds": eta}
+
+
+def metrics_record(*, run_id: int, token: str, points: list[tuple[int, str, float]],
+                   progress: Progress | None = None) -> int:
+    """Store metric points in one batch (a point already stored (run, step, name) is kept as it is),
+    with ``progress`` the run's step and speed; after commit, one "metrics" message with them."""
     with transaction.atomic():
         held_run(run_id=run_id, token=token)
-        return _store_points(run_id, points)
+        count = _store_points(run_id, points)
+        if progress is not None:
+            run_progress(run_id=run_id, token=token, step=progress.step, seconds_per_step=progress.seconds_per_step)
+        if points:
+            message = {"step": max(p[0] for p in points), "points": _points_message(points),
+                       "progress": progress.as_message() if progress is not None else None}
+            transaction.on_commit(lambda: live.publish(run_id, "metrics", message))
+    return count
 
 
 def evaluation_record(*, run_id: int, token: str, step: int, miou: float, per_class: dict[str, float],
                       pixel_accuracy: float) -> None:
-    """Per-class IoU rows of one evaluation, and the run's best mIoU."""
+    """Per-class IoU rows of one evaluation, its points (``eval/miou``, ``eval/pixel_accuracy``) and the
+    run's best mIoU; after commit, one "evaluation" message with all of them."""
     rows = [
         ClassIoU(run_id=run_id, step=step, class_index=index, class_name=name[:64],
                  iou=float(value) if value is not None and np.isfinite(value) else None)
@@ -39,10 +71,14 @@ def evaluation_record(*, run_id: int, token: str, step: int, miou: float, per_cl
     with transaction.atomic():
         run = held_run(run_id=run_id, token=token)
         ClassIoU.objects.bulk_create(rows, ignore_conflicts=True)
-        _store_points(run_id, [(step, "eval/miou", miou), (step, "eval/pixel_accuracy", pixel_accuracy)])
+        points = [(step, "eval/miou", miou), (step, "eval/pixel_accuracy", pixel_accuracy)]
+        _store_points(run_id, points)
         if np.isfinite(miou) and (run.best_miou is None or miou > run.best_miou):
             run.best_miou = float(miou)
             run.save(update_fields=["best_miou", "updated_at"])
+        message = {"step": step, "miou": miou, "per_class": per_class, "pixel_accuracy": pixel_accuracy,
+                   "points": _points_message(points)}
+        transaction.on_commit(lambda: live.publish(run_id, "evaluation", message))
 
 
 def _palette_png(rgb: np.ndarray, colours: list[list[int]]) -> Any:
@@ -109,7 +145,9 @@ def samples_record(*, run_id: int, token: str, step: int, samples: list[tuple[st
     with transaction.atomic():
         held_run(run_id=run_id, token=token)
         PredictionSample.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(rows)
+        count = len(rows)
+        transaction.on_commit(lambda: live.publish(run_id, "samples", {"step": step, "count": count}))
+    return count
 
 
 def checkpoint_record(*, run_id: int, token: str, step: int, path: Path, kind: str) -> Checkpoint:
@@ -136,4 +174,6 @@ def checkpoint_record(*, run_id: int, token: str, step: int, path: Path, kind: s
                     old.delete()
         if kind == CheckpointKind.STUDENT:
             Checkpoint.objects.filter(run_id=run_id, kind=CheckpointKind.STUDENT).exclude(pk=checkpoint.pk).delete()
+        message = {"step": step, "kind": kind, "id": checkpoint.pk, "size": checkpoint.size, "sha256": checkpoint.sha256}
+        transaction.on_commit(lambda: live.publish(run_id, "checkpoint", message))
     return checkpoint
