@@ -29,7 +29,7 @@ def add_shipping_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                        help="also write <output stem>.int8.onnx, statically quantised on target training images")
     group.add_argument("--accuracy", action="store_true", help="measure each file's target mIoU on the validation set")
     group.add_argument("--speed", action="append", type=_size, metavar="HxW", nargs="?", const=None,
-                       help="time each file with ONNX Runtime at HxW (repeatable; bare: the training crop and 512x1024)")
+                       help="time each file with ONNX Runtime at HxW (repeatable; bare: also the training crop and 512x1024)")
     group.add_argument("--card", action="store_true", help="write model_card.md and model_card.json beside the files (implies --accuracy)")
     group.add_argument("--calibration-images", type=int, default=32, help="target training images for int8 calibration (default 32)")
     group.add_argument("--config", default="", help="the run's config (default: the one saved in the checkpoint)")
@@ -41,18 +41,21 @@ def add_shipping_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 def command_export_or_package(args: argparse.Namespace) -> int:
     if not (args.int8 or args.accuracy or args.speed or args.card):
         return command_export(args)
-    from duda_engine.ship.package import package
+    from duda_engine.ship.packaging import default_speed_sizes, package, run_config
 
     if args.format != "onnx":
         print("error: --int8, --accuracy, --speed and --card need --format onnx", file=sys.stderr)
         return 2
-    speed_sizes = None if args.speed and None in args.speed else (args.speed or [])
     output = Path(args.output)
     try:
+        config = load_config(args.config) if args.config else run_config(args.checkpoint)
+        speed_sizes = [size for size in args.speed or [] if size]
+        if args.speed and None in args.speed:  # a bare --speed: the default sizes too
+            speed_sizes = list(dict.fromkeys(default_speed_sizes(config) + speed_sizes))
         result = package(
             args.checkpoint,
             output.parent,
-            load_config(args.config) if args.config else None,
+            config,
             int8=args.int8,
             accuracy=args.accuracy or args.card,
             card=args.card,

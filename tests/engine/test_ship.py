@@ -132,3 +132,25 @@ def test_the_export_verb_takes_the_packaging_flags():
     assert args.int8 and args.card and args.speed == [None, (128, 256)] and args.calibration_images == 32
     plain = cli.build_parser().parse_args(["export", "--checkpoint", "s.pt", "--output", "s.onnx"])
     assert not (plain.int8 or plain.card or plain.speed)
+
+
+def test_the_export_verb_runs_package_and_reports_it(shipped, monkeypatch, tmp_path, capsys):
+    config, checkpoint, result = shipped
+    calls = []
+
+    def recorded(*args, **kwargs):
+        calls.append((args, kwargs))
+        return result
+
+    monkeypatch.setattr("duda_engine.ship.packaging.package", recorded)
+    report = tmp_path / "result.json"
+    argv = ["export", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "model.onnx"), "--int8", "--card",
+            "--speed", "--speed", "40x60", "--json", str(report)]
+    assert cli.main(argv) == 0
+    (args, kwargs), = calls
+    assert args[1] == tmp_path and args[2] == config and kwargs["stem"] == "model"
+    assert kwargs["speed_sizes"] == [(32, 32), (512, 1024), (40, 60)]  # the training crop, 1024x512, then the one asked
+    assert kwargs["int8"] and kwargs["card"] and kwargs["accuracy"]  # a card needs the accuracy
+    printed = capsys.readouterr().out
+    assert f"float: target mIoU {result.accuracy['float'].miou:.2f}" in printed and "model card:" in printed
+    assert json.loads(report.read_text())["sha256"] == result.sha256
