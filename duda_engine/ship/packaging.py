@@ -24,7 +24,7 @@ from duda_engine.ship.speed import SpeedResult, measure_speed
 from duda_engine.student import load_student
 from duda_engine.validation import class_spec
 
-FULL_HD = (512, 1024)  # (H, W): the 1024x512 serving size speed is always reported at
+SERVING_SIZE = (512, 1024)  # (H, W): the 1024x512 input speed is reported at by default
 
 
 @dataclass
@@ -57,7 +57,7 @@ class PackageResult:
 
 def default_speed_sizes(config: ExperimentConfig) -> list[tuple[int, int]]:
     """(H, W) sizes speed is measured at by default: the training crop and 1024x512."""
-    return list(dict.fromkeys([tuple(config.train.crop_size), FULL_HD]))
+    return list(dict.fromkeys([tuple(config.train.crop_size), SERVING_SIZE]))
 
 
 def run_config(checkpoint: str | Path) -> ExperimentConfig:
