@@ -1,8 +1,8 @@
 """Combine reports of bench/toy_runs.py into one results table per run length.
 
-    python bench/results_table.py docs/results/*.json --iterations 1600 --since 2a67681 \\
+    python bench/results_table.py experiments/random_weights/*.json --iterations 1600 --since 2a67681 \\
         --columns source_only:mit_b0 self_training:mit_b0 duda:mit_b1:mit_b0 oracle:mit_b0 \\
-        --baseline self_training:mit_b0 --report docs/results/table_1600
+        --baseline self_training:mit_b0 --report experiments/random_weights/table_1600
 
 For each benchmark and column: mean ± std of the target mIoU over the seeds found, the difference
 from the baseline column (paired by seed: on how many common seeds the column is ahead, and whether

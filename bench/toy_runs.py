@@ -1,7 +1,7 @@
 """Train a grid of runs on the bundled toy benchmarks and tabulate their target mIoU.
 
     python bench/toy_runs.py --benchmarks toy_gta2real --runs source_only:mit_b0 oracle:mit_b0 \\
-        duda:mit_b2:mit_b0 --seeds 0 1 2 --iterations 400 --jobs 2 --out runs/grid --report docs/results/grid
+        duda:mit_b2:mit_b0 --seeds 0 1 2 --iterations 400 --jobs 2 --out runs/grid --report experiments/random_weights/grid
 
 Each run is ``python -m duda_engine train --config configs/toy/<benchmark>.yaml`` with ``--set``
 overrides for the method, the networks, the seed and the iterations, in its own process with one
@@ -279,6 +279,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="runs/toy_grid")
     parser.add_argument("--report", required=True, help="writes REPORT.json and REPORT.md")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: tabulate the runs that have finished (a result.json or the report's record)")
     parser.add_argument("--score-teachers", action="store_true",
                         help="also score each self-training and DUDA run's EMA teacher on the target (eval --network teacher)")
     args = parser.parse_args(argv)
@@ -286,6 +288,8 @@ def main(argv: list[str]) -> int:
             for seed in args.seeds]
     out = Path(args.out).resolve()
     commands, recorded = recorded_runs(Path(f"{args.report}.json"))
+    if args.finished_only:
+        jobs = [job for job in jobs if job.name in recorded or (out / job.name / "result.json").is_file()]
 
     def record(job: Job) -> dict:
         if job.name in recorded and not (out / job.name / "result.json").is_file():

@@ -25,6 +25,8 @@ from duda_engine.data.datasets import DatasetError, build_dataset, read_image
 from duda_engine.evaluate import EvalResult, colorize, evaluate_model, predict_logits
 from duda_engine.export import add_export_parser
 from duda_engine.models import PretrainedWeightsError
+from duda_engine.ship.command import add_shipping_arguments
+from duda_engine.ship.runtime import load_onnx_student
 from duda_engine.student import NETWORK_NAMES, load_student
 from duda_engine.validation import class_spec, resolve_device
 
@@ -151,7 +153,12 @@ def command_eval(args) -> int:
 
 def command_predict(args) -> int:
     device = resolve_device(args.device)
-    model, classes, _ = load_student(args.checkpoint, device, args.network)
+    if Path(args.checkpoint).suffix == ".onnx":  # an exported student: ONNX Runtime on the CPU
+        if args.network != "student":
+            raise CheckpointError(f"{args.checkpoint} is an exported student: it holds no {args.network!r}")
+        model, classes, _ = load_onnx_student(args.checkpoint)
+    else:
+        model, classes, _ = load_student(args.checkpoint, device, args.network)
     inputs = Path(args.input)
     files = sorted(p for p in inputs.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if inputs.is_dir() else [inputs]
     if not files or not files[0].exists():
@@ -195,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also print where each class's labelled pixels went (the three most predicted classes)")
     evaluate.set_defaults(handler=command_eval)
 
-    predict = sub.add_parser("predict", help="segment images with a student checkpoint")
-    predict.add_argument("--checkpoint", required=True)
+    predict = sub.add_parser("predict", help="segment images with a student checkpoint or an exported .onnx file")
+    predict.add_argument("--checkpoint", required=True, help="student.pt, a full training checkpoint, or an exported .onnx file")
     predict.add_argument("--input", required=True, help="an image or a folder of images")
     predict.add_argument("--output", required=True)
     predict.add_argument("--device", default="auto")
@@ -206,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--network", choices=NETWORK_NAMES, default="student", help=NETWORK_HELP)
     predict.set_defaults(handler=command_predict)
 
-    add_export_parser(sub)
+    add_shipping_arguments(add_export_parser(sub))
     sub.add_parser("bench", add_help=False, help="time training steps per method and speed variant, or student "
                    "inference (research tooling in bench/speed; its options: bench --help)")
     return parser

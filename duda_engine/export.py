@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from duda_engine.checkpoint import CheckpointError, atomic_write_bytes
+from duda_engine.checkpoint import CheckpointError, atomic_write_bytes, replaced_on_success
 from duda_engine.models import get_preset
 from duda_engine.student import load_student
 
@@ -162,14 +160,7 @@ def export_student(
     checks = [torch.rand(batch, 3, height, width, generator=generator) for batch in VERIFY_BATCHES]
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; an exported model is for sharing
-    try:
+    with replaced_on_success(output) as tmp:
         exporter = _export_onnx if fmt == "onnx" else _export_program
         with torch.no_grad():
             run_exported = exporter(model, example, tmp, metadata)
@@ -189,12 +180,6 @@ def export_student(
                 f"the exported model's logits differ from PyTorch's by up to {max_diff:.3g} "
                 f"(tolerance {tolerance:g}); {output} was not written"
             )
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportResult(
         path=output,
         format=fmt,

@@ -1,15 +1,15 @@
 """The engine's callbacks implemented with database rows and channel messages.
 
 Every metric point is stored; points are buffered and written in batches at most ``PUBLISH_HZ``
-times a second, and each batch is published to the run's group right after it is written, so the
-browser gets at most about ten messages a second per run and whatever it gets is already in the
-database (a client that reconnects and asks REST for ``since=<step>`` finds no gap).
+times a second. The services publish each write to the run's group once it is committed, so the
+browser gets at most about ten metrics messages a second per run and whatever it gets is already in
+the database (a client that reconnects and asks REST for ``since=<step>`` finds no gap).
 
 A heartbeat thread beats while the run trains (also through long evaluations and data
-generation) and notices when this worker has lost the run; ``should_stop`` answers a cancel within
-a few iterations. Every write carries the worker's claim token: once another claim holds the run
+generation) and notices when this worker has lost the run. A cancel is seen one way: the read of the
+claim at most every ``CLAIM_CHECK_S`` (``should_stop``), so the run stops within a few iterations. Every write carries the worker's claim token: once another claim holds the run
 (this worker froze, its run was requeued and taken over), the services refuse it with
-``services.ClaimLost``, which the callbacks let through so that the engine stops at once, without
+``claims.ClaimLost``, which the callbacks let through so that the engine stops at once, without
 the checkpoint a cancel would write; ``should_stop`` and ``on_metrics`` also look for a lost claim
 at most every ``CLAIM_CHECK_S``, so the engine stops before its next evaluation or checkpoint.
 """
@@ -25,7 +25,7 @@ from django.db import close_old_connections, connection
 
 from duda_engine.callbacks import Callbacks, PredictionSample
 from duda_engine.evaluate import EvalResult
-from webapp.runs import live, services
+from webapp.runs.services import claims, lifecycle, records, worker
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,12 @@ class Heartbeat(threading.Thread):
         super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
         self.run_id, self.token, self.interval = run_id, token, interval
         self.lost = threading.Event()
-        self.cancel_requested = threading.Event()
         self._stop_event = threading.Event()
 
     def beat(self) -> None:
-        state = services.run_heartbeat(run_id=self.run_id, token=self.token)
+        state = worker.run_heartbeat(run_id=self.run_id, token=self.token)
         if not state.owner:
             self.lost.set()
-        if state.cancel_requested:
-            self.cancel_requested.set()
 
     def run(self) -> None:
         try:
@@ -67,7 +64,8 @@ class Heartbeat(threading.Thread):
 
 
 class RunCallbacks(Callbacks):
-    """Maps the engine's callbacks to ``webapp.runs.services`` (rows, files) and ``live.publish``."""
+    """Maps the engine's callbacks to ``webapp.runs.services`` calls (rows, files, and the messages
+    they publish)."""
 
     def __init__(self, run_id: int, token: str, heartbeat: Heartbeat | None = None, publish_hz: float = PUBLISH_HZ):
         self.run_id, self.token, self.heartbeat = run_id, token, heartbeat
@@ -89,19 +87,9 @@ class RunCallbacks(Callbacks):
         if not self.pending or (not force and now - self.last_flush < self.min_interval):
             return
         points, self.pending = self.pending, []
-        services.metrics_record(run_id=self.run_id, token=self.token, points=points)
-        services.run_progress(run_id=self.run_id, token=self.token, step=self.step, seconds_per_step=self.seconds_per_step)
+        progress = records.Progress(step=self.step, total_steps=self.total, seconds_per_step=self.seconds_per_step)
+        records.metrics_record(run_id=self.run_id, token=self.token, points=points, progress=progress)
         self.last_flush = now
-        eta = (self.total - self.step) * self.seconds_per_step if self.seconds_per_step else None
-        live.publish(
-            self.run_id,
-            "metrics",
-            {
-                "step": max(p[0] for p in points),
-                "points": [{"step": s, "name": n, "value": v} for s, n, v in points],
-                "progress": {"step": self.step, "total_steps": self.total, "eta_seconds": eta},
-            },
-        )
         self.published += 1
 
     def _update_rate(self, step: int) -> None:
@@ -116,9 +104,9 @@ class RunCallbacks(Callbacks):
     def on_start(self, total_steps: int, start_step: int) -> None:
         self.step, self.total = start_step, total_steps
         self._rate_mark = (time.monotonic(), start_step)
-        services.run_progress(run_id=self.run_id, token=self.token, step=start_step, seconds_per_step=None)
+        worker.run_progress(run_id=self.run_id, token=self.token, step=start_step, seconds_per_step=None)
         where = f"resuming at iteration {start_step}" if start_step else "starting"
-        services.run_event_add(run_id=self.run_id, token=self.token, message=f"training {where} of {total_steps}")
+        lifecycle.run_event_add(run_id=self.run_id, token=self.token, message=f"training {where} of {total_steps}")
 
     def on_metrics(self, step: int, values: dict[str, float]) -> None:
         self._check_claim()
@@ -130,40 +118,26 @@ class RunCallbacks(Callbacks):
     def on_evaluation(self, step: int, result: EvalResult) -> None:
         self.step = max(self.step, step)
         self.flush(force=True)
-        services.evaluation_record(
+        records.evaluation_record(
             run_id=self.run_id, token=self.token, step=step, miou=result.miou, per_class=result.per_class,
             pixel_accuracy=result.pixel_accuracy,
         )
-        live.publish(self.run_id, "evaluation", {"step": step, "miou": result.miou, "per_class": result.per_class,
-                                                 "pixel_accuracy": result.pixel_accuracy})
-        # The points written by evaluation_record reach open sockets as a metrics message too.
-        live.publish(self.run_id, "metrics", {
-            "step": step,
-            "points": [{"step": step, "name": "eval/miou", "value": result.miou},
-                       {"step": step, "name": "eval/pixel_accuracy", "value": result.pixel_accuracy}],
-            "progress": {"step": self.step, "total_steps": self.total, "eta_seconds": None},
-        })
 
     def on_samples(self, step: int, samples: list[PredictionSample]) -> None:
-        count = services.samples_record(run_id=self.run_id, token=self.token, step=step, samples=[(s.name, s.images) for s in samples])
-        live.publish(self.run_id, "samples", {"step": step, "count": count})
+        records.samples_record(run_id=self.run_id, token=self.token, step=step, samples=[(s.name, s.images) for s in samples])
 
     def on_checkpoint(self, step: int, path: Path, kind: str) -> None:
         self.flush(force=True)
-        checkpoint = services.checkpoint_record(run_id=self.run_id, token=self.token, step=step, path=Path(path), kind=kind)
-        live.publish(self.run_id, "checkpoint", {"step": step, "kind": kind, "id": checkpoint.pk,
-                                                 "size": checkpoint.size, "sha256": checkpoint.sha256})
+        records.checkpoint_record(run_id=self.run_id, token=self.token, step=step, path=Path(path), kind=kind)
 
     def on_status(self, message: str) -> None:
         self.flush(force=True)
-        services.run_event_add(run_id=self.run_id, token=self.token, message=message)
+        lifecycle.run_event_add(run_id=self.run_id, token=self.token, message=message)
 
     def should_stop(self) -> bool:
         """A warm shutdown or a cancel: stop, with a checkpoint. A lost claim: ``ClaimLost``, at once."""
         self._check_claim()
         if self.shutdown_requested.is_set():
-            return True
-        if self.heartbeat is not None and self.heartbeat.cancel_requested.is_set():
             return True
         return self._cancel
 
@@ -171,14 +145,14 @@ class RunCallbacks(Callbacks):
         """``ClaimLost`` if this worker no longer holds the run (its heartbeat said so, or a read at most
         every ``CLAIM_CHECK_S``); the same read notices a cancel."""
         if self.heartbeat is not None and self.heartbeat.lost.is_set():
-            raise services.ClaimLost(self.run_id)
+            raise claims.ClaimLost(self.run_id)
         now = time.monotonic()
         if now - self._last_claim_check < CLAIM_CHECK_S:
             return
         self._last_claim_check = now
-        state = services.run_claim_state(run_id=self.run_id, token=self.token)
+        state = claims.run_claim_state(run_id=self.run_id, token=self.token)
         if not state.owner:
-            raise services.ClaimLost(self.run_id)
+            raise claims.ClaimLost(self.run_id)
         self._cancel = self._cancel or state.cancel_requested
 
     def close(self) -> None:

@@ -78,15 +78,15 @@ def worker_host(task_hostname: str | None) -> str:
 def run_adaptation(self, run_id: int) -> str:
     """Train run ``run_id`` with the engine; every outcome ends in a status (or leaves the run alone)."""
     from duda_engine.config import config_from_dict
-    from webapp.runs import services
+    from webapp.runs.services import claims, lifecycle, limits, worker
     from workers.callbacks import Heartbeat, RunCallbacks
 
     close_old_connections()
-    claim = services.run_claim(run_id=run_id, worker_host=worker_host(self.request.hostname), worker_gpu=worker_gpu())
+    claim = worker.run_claim(run_id=run_id, worker_host=worker_host(self.request.hostname), worker_gpu=worker_gpu())
     if claim is None:
         log.info("run %s: nothing to do (finished, deleted, or held by a live worker)", run_id)
         return "skipped"
-    heartbeat = Heartbeat(run_id, claim.token, services.heartbeat_interval_s())
+    heartbeat = Heartbeat(run_id, claim.token, limits.heartbeat_interval_s())
     callbacks = RunCallbacks(run_id, claim.token, heartbeat)
     heartbeat.start()
     with _current_lock:
@@ -97,27 +97,27 @@ def run_adaptation(self, run_id: int) -> str:
             result = train_run(config, callbacks)
             callbacks.close()
             final = result.final.miou if result.final is not None else None
-            services.run_finish(
+            worker.run_finish(
                 run_id=run_id, token=claim.token, steps=result.steps, final_miou=final, best_miou=result.best_miou,
                 cancelled=result.cancelled, requeue=result.cancelled and callbacks.shutdown_requested.is_set(),
                 reason=f"the worker shut down; requeued to resume from iteration {result.steps}",
             )
             return "cancelled" if result.cancelled else "succeeded"
-        except services.ClaimLost:
+        except claims.ClaimLost:
             raise
         except Exception as error:  # noqa: BLE001 - every failure becomes the run's error message
             log.exception("run %s failed", run_id)
             try:
                 callbacks.close()
-            except services.ClaimLost:
+            except claims.ClaimLost:
                 raise
             except Exception:  # noqa: BLE001
                 log.warning("run %s: could not flush the last metrics", run_id, exc_info=True)
             close_old_connections()
-            services.run_event_add(run_id=run_id, token=claim.token, message=traceback.format_exc()[-4000:], level="error")
-            services.run_fail(run_id=run_id, token=claim.token, message=f"{type(error).__name__}: {error}")
+            lifecycle.run_event_add(run_id=run_id, token=claim.token, message=traceback.format_exc()[-4000:], level="error")
+            worker.run_fail(run_id=run_id, token=claim.token, message=f"{type(error).__name__}: {error}")
             return "failed"
-    except services.ClaimLost:
+    except claims.ClaimLost:
         log.warning("run %s: this worker no longer holds it (requeued, taken over or ended); stopped without "
                     "writing to it", run_id)
         return "lost"
@@ -131,18 +131,18 @@ def run_adaptation(self, run_id: int) -> str:
 def reap_stale_runs() -> list:
     """Requeue or fail runs whose worker stopped beating, send stranded queued runs again (scheduled by
     Celery beat, routed to ``MAINTENANCE_QUEUE``, which no training worker reads)."""
-    from webapp.runs import services
+    from webapp.runs.services import reaper
 
     close_old_connections()
-    return services.run_reap_stale()
+    return reaper.run_reap_stale()
 
 
 @worker_ready.connect
 def _reap_at_worker_start(**kwargs) -> None:
     try:
-        from webapp.runs import services
+        from webapp.runs.services import reaper
 
-        actions = services.run_reap_stale()
+        actions = reaper.run_reap_stale()
         if actions:
             log.warning("at start: %s", actions)
     except Exception:  # noqa: BLE001 - a worker must start even when the reaper cannot run

@@ -3,7 +3,8 @@
 ``find_samples(cfg, split, labelled=...)`` walks the folders of one dataset kind and pairs
 every image with its label file; every problem (missing folder, unknown split, images without labels,
 nothing found) is a ``DatasetError`` that names the folder or files and the layout the kind expects.
-Layouts are those the datasets ship in (GTA5, SYNTHIA, Cityscapes, ACDC, Dark Zurich, custom folders);
+Layouts are the ones the datasets ship in (Cityscapes ``leftImg8bit/`` + ``gtFine/``, GTA5 ``images/`` +
+``labels/``, SYNTHIA ``RGB/`` + ``GT/LABELS/``, ACDC and Dark Zurich ``rgb_anon/`` + ``gt/``);
 ``LAYOUTS`` describes them in words for error messages and the UI.
 """
 

@@ -8,11 +8,13 @@ const f = (name) => form.elements[name];
 const field = (name) => form.querySelector(`[data-field="${name}"]`);
 const benchmarks = new Map(options.benchmarks.map((b) => [b.key, b]));
 
+// A blank field takes the base config's value, which its placeholder shows.
 function setDefaults(defaults) {
   for (const [key, value] of Object.entries(defaults)) {
     const input = f(key);
     if (!input || key === "method" || key === "student" || key === "auxiliary") continue;
     input.value = key === "crop_size" ? value.join("x") : value;
+    input.placeholder = input.value;
   }
 }
 
@@ -39,12 +41,30 @@ async function loadBaselines() {
   select.value = choices.some(([v]) => v === previous) ? previous : "auto";
 }
 
+// A pair of datasets starts from the recipe for their kinds (configs/real/), any other pair from the
+// engine's defaults.
+const datasetKinds = new Map(options.datasets.map((d) => [d.key, d.kind]));
+function pairDefaults() {
+  const source = datasetKinds.get(f("source").value);
+  const target = datasetKinds.get(f("target").value);
+  if (!source || !target) return null;
+  const recipe = options.recipes.find((r) => r.source_kind === source && r.target_kind === target);
+  return recipe ? recipe.defaults : options.engine_defaults;
+}
+
 f("benchmark").addEventListener("change", () => {
   const bench = benchmarks.get(f("benchmark").value);
-  if (bench) setDefaults(bench.defaults);
+  const defaults = bench ? bench.defaults : pairDefaults();
+  if (defaults) setDefaults(defaults);
   layout();
   loadBaselines();
 });
+for (const name of ["source", "target"]) {
+  f(name).addEventListener("change", () => {
+    const defaults = f("benchmark").value ? null : pairDefaults();
+    if (defaults) setDefaults(defaults);
+  });
+}
 for (const name of ["method", "student", "target"]) f(name).addEventListener("change", () => { layout(); loadBaselines(); });
 layout();
 loadBaselines();

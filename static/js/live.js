@@ -35,6 +35,8 @@ export class RunSocket {
       if (message.type === "metrics" && Array.isArray(message.points)) {
         this.received++;
         this.store.add(message.points);
+      } else if (message.type === "evaluation" && Array.isArray(message.points)) {
+        this.store.add(message.points); // eval/miou and eval/pixel_accuracy come with their evaluation
       }
       this.handlers.onMessage?.(message);
     };

@@ -120,6 +120,7 @@ const socket = new RunSocket(runId, store, {
       draw();
       if (message.progress) showRun({ step: message.progress.step, eta_seconds: message.progress.eta_seconds });
     } else if (message.type === "evaluation") {
+      draw();
       loadClassIou();
       if (run && (run.best_miou === null || message.miou > run.best_miou)) showRun({ best_miou: message.miou });
     } else if (message.type === "status") {

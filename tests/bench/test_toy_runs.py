@@ -105,6 +105,12 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     table = (tmp_path / "report_lr_0.5.md").read_text()
     assert table.count("Command: `python bench/toy_runs.py") == 3 and "| 3 | 1 |" in table
 
+    # --finished-only trains nothing: a seed never run is left out, the recorded runs stand.
+    tabulated = run_grid(tmp_path, "--seeds", "0", "1", "2", "--finished-only")
+    assert tabulated.returncode == 0 and "done toy_gta2real" not in tabulated.stdout, tabulated.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+    assert len(json.loads((tmp_path / "report_lr_0.5.json").read_text())["runs"]) == 5
+
 
 def test_a_seed_placeholder_gives_each_seed_its_own_value_and_the_seeds_one_name(tmp_path):
     extra = ["duda.frozen_teachers=[runs/heavy/seed{seed}/student.pt]"]

@@ -1,6 +1,6 @@
 """Dataset layouts, decoding, train/eval items, determinism and error messages.
 
-Each test writes a tiny tree in one of the real layouts (``duda_engine.data.layouts``) into ``tmp_path``.
+Each test writes a tiny tree in one of the real layouts (the folders each dataset ships in) into ``tmp_path``.
 """
 
 from __future__ import annotations

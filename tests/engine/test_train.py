@@ -325,7 +325,7 @@ def test_the_distillation_target_is_the_teachers_view_of_the_clean_images_mixed(
 
 
 def test_the_large_student_takes_self_trainings_step_with_mic_and_feature_distance(tiny_domains, tmp_path):
-    """DUDA's auxiliary trains with the base method unchanged. With MIC and the ImageNet
+    """DUDA's large (auxiliary) student takes the base method's step unchanged. With MIC and the ImageNet
     feature distance on, two DUDA steps move the auxiliary exactly as two self-training steps move a
     student that starts from the same weights, with the same losses; the DUDA config asks for the
     auxiliary's ImageNet weights and feature-distance classes of this run, and its frozen ImageNet copy

@@ -13,8 +13,8 @@ import pytest
 from django.utils import timezone
 
 from tests.workers import support
-from webapp.runs import services
 from webapp.runs.models import Checkpoint, ClassIoU, MetricPoint, Run, RunEvent
+from webapp.runs.services import claims, reaper, worker
 from workers.callbacks import CLAIM_CHECK_S, RunCallbacks
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -33,7 +33,7 @@ def test_the_engine_stops_before_its_next_checkpoint_once_another_claim_holds_th
     payload = {**support.TINY, "method": "source_only", "iterations": 8, "eval_interval": 4, "checkpoint_interval": 4}
     run_id = api.post("/api/runs/", payload, format="json").json()["id"]
     support.purge_queue()  # no worker: this process trains the run as the worker that will freeze
-    frozen = services.run_claim(run_id=run_id, worker_host="frozen@host", worker_gpu="CPU")
+    frozen = worker.run_claim(run_id=run_id, worker_host="frozen@host", worker_gpu="CPU")
     takeover = {}
 
     class FreezesAfterIteration2(RunCallbacks):
@@ -41,11 +41,11 @@ def test_the_engine_stops_before_its_next_checkpoint_once_another_claim_holds_th
             super().on_metrics(step, values)
             if step == 2:  # the worker freezes; the reaper requeues its run and another worker claims it
                 Run.objects.filter(pk=run_id).update(heartbeat_at=timezone.now() - timedelta(seconds=5))
-                assert services.run_reap_stale() == [(run_id, "requeued")]
-                takeover["claim"] = services.run_claim(run_id=run_id, worker_host="alive@host", worker_gpu="CPU")
+                assert reaper.run_reap_stale() == [(run_id, "requeued")]
+                takeover["claim"] = worker.run_claim(run_id=run_id, worker_host="alive@host", worker_gpu="CPU")
                 time.sleep(CLAIM_CHECK_S)  # it wakes up after its next look at the claim is due
 
-    with pytest.raises(services.ClaimLost):
+    with pytest.raises(claims.ClaimLost):
         train(config_from_dict(frozen.run.config), FreezesAfterIteration2(run_id, frozen.token), resume=True)
     support.purge_queue()
 
@@ -69,7 +69,7 @@ def test_a_frozen_worker_that_wakes_writes_nothing_into_the_run_another_worker_h
         support.wait_for(lambda: Checkpoint.objects.filter(run_id=run_id, kind="full").exists(), 240, "the first checkpoint")
         frozen.send_signal(signal.SIGSTOP)
         first_token = Run.objects.get(pk=run_id).claim_token
-        support.wait_for(lambda: services.run_reap_stale() == [(run_id, "requeued")], 30, "the heartbeat to go stale",
+        support.wait_for(lambda: reaper.run_reap_stale() == [(run_id, "requeued")], 30, "the heartbeat to go stale",
                          interval=0.5)
         alive = support.start_worker(tmp_path, tmp_path / "alive.log")
         support.wait_for(lambda: Run.objects.filter(pk=run_id, status="running").exclude(claim_token=first_token)

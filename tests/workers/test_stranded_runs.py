@@ -10,8 +10,9 @@ import pytest
 from django.utils import timezone
 
 from tests.workers import support
-from webapp.runs import services
 from webapp.runs.models import Run, RunEvent
+from webapp.runs.services import reaper
+from webapp.runs.services.worker import run_claim
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -34,7 +35,7 @@ def test_a_run_launched_while_the_broker_is_down_runs_once_it_is_back(django_db_
         time.sleep(2)
         assert Run.objects.get(pk=run_id).status == "queued"  # nothing reached the worker: it has no message
         settings.RUN_REQUEUE_AFTER_S = 1
-        assert services.run_reap_stale() == [(run_id, "resent")]  # the reaper's pass, the broker back
+        assert reaper.run_reap_stale() == [(run_id, "resent")]  # the reaper's pass, the broker back
         assert api.post(f"/api/runs/{run_id}/resume/").json()["status"] == "queued"  # and a duplicate message
         run = support.wait_for(lambda: Run.objects.filter(pk=run_id, status__in=("succeeded", "failed")).first(), 180,
                                "the run to finish")
@@ -61,7 +62,7 @@ def test_a_dead_workers_run_is_requeued_while_every_training_worker_is_busy(djan
         maintenance = support.start_maintenance(tmp_path, tmp_path / "maintenance.log")
 
         dead_id = api.post("/api/runs/", {**support.TINY, "method": "source_only", "name": "dead"}, format="json").json()["id"]
-        assert services.run_claim(run_id=dead_id, worker_host="dead@host", worker_gpu="GPU 1") is not None
+        assert run_claim(run_id=dead_id, worker_host="dead@host", worker_gpu="GPU 1") is not None
         Run.objects.filter(pk=dead_id).update(heartbeat_at=timezone.now() - timedelta(seconds=5))  # stale: 4 s here
         dead_at = time.monotonic()
         support.wait_for(lambda: Run.objects.filter(pk=dead_id, status="queued").exists(), 60,

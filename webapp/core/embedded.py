@@ -52,7 +52,7 @@ def start_reaper_thread(interval: float | None = None) -> threading.Thread:
     every = interval if interval is not None else float(getattr(settings, "RUN_REAP_INTERVAL_S", 60))
 
     def loop() -> None:
-        from webapp.runs.services import run_reap_stale
+        from webapp.runs.services.reaper import run_reap_stale
 
         stop = threading.Event()
         while True:

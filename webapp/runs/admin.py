@@ -14,7 +14,7 @@ class RunAdmin(admin.ModelAdmin):
     list_display = ["id", "name", "owner", "method", "status", "step", "total_steps", "best_miou", "worker_host", "created_at"]
     list_filter = ["status", "method"]
     search_fields = ["name", "source_dataset", "target_dataset"]
-    # Status changes go through services.run_transition, never through the admin.
+    # Status changes go through services.lifecycle.run_transition, never through the admin.
     readonly_fields = ["status", "claim_token", "heartbeat_at", "attempts", "step", "config", "output_dir"]
     inlines = [CheckpointInline]
 

@@ -17,14 +17,16 @@ from typing import Any
 import yaml
 from django.conf import settings
 
-# Real dataset kinds we look for under DUDA_DATASETS_ROOT, by folder name, with the size each kind is
-# resized to fit (as in the anchors' recipes).
+from webapp.runs import launch_schema
+
+# Real dataset kinds we look for under DUDA_DATASETS_ROOT, by folder name. How each is resized and
+# trained on comes from the recipes (``recipes``).
 REAL_KINDS: dict[str, dict[str, Any]] = {
-    "gta5": {"label": "GTA5", "folders": ("gta5", "gta", "GTA5"), "resize": [1280, 720]},
-    "synthia": {"label": "SYNTHIA-RAND-CITYSCAPES", "folders": ("synthia", "SYNTHIA", "RAND_CITYSCAPES"), "resize": [1280, 760]},
-    "cityscapes": {"label": "Cityscapes", "folders": ("cityscapes", "Cityscapes"), "resize": [1024, 512]},
-    "acdc": {"label": "ACDC", "folders": ("acdc", "ACDC"), "resize": [960, 540]},
-    "dark_zurich": {"label": "Dark Zurich", "folders": ("dark_zurich", "DarkZurich", "dark-zurich"), "resize": [960, 540]},
+    "gta5": {"label": "GTA5", "folders": ("gta5", "gta", "GTA5")},
+    "synthia": {"label": "SYNTHIA-RAND-CITYSCAPES", "folders": ("synthia", "SYNTHIA", "RAND_CITYSCAPES")},
+    "cityscapes": {"label": "Cityscapes", "folders": ("cityscapes", "Cityscapes")},
+    "acdc": {"label": "ACDC", "folders": ("acdc", "ACDC")},
+    "dark_zurich": {"label": "Dark Zurich", "folders": ("dark_zurich", "DarkZurich", "dark-zurich")},
 }
 ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 CUSTOM_MANIFEST = "dataset.yaml"  # a folder holding this file is a custom dataset (DatasetConfig fields)
@@ -171,31 +173,13 @@ def toy_benchmarks() -> list[dict[str, Any]]:
 
 def launch_defaults(base: dict[str, Any]) -> dict[str, Any]:
     """The values the launch form shows for a base config (the engine's defaults where it is silent)."""
-    from duda_engine.config import config_from_dict
+    from duda_engine.config import ExperimentConfig, config_from_dict
 
     try:
         config = config_from_dict({k: v for k, v in base.items() if k != "output_dir"})
     except Exception:  # noqa: BLE001 - a broken bundled config shows the engine defaults instead
-        config = config_from_dict({})
-    t, o = config.train, config.optim
-    return {
-        "method": config.method,
-        "student": config.model.student,
-        "auxiliary": config.model.auxiliary,
-        "iterations": t.iterations,
-        "crop_size": list(t.crop_size),
-        "batch_size": t.batch_size,
-        "seed": config.seed,
-        "eval_interval": t.eval_interval,
-        "checkpoint_interval": t.checkpoint_interval,
-        "log_interval": t.log_interval,
-        "num_samples": t.num_samples,
-        "max_val_images": t.max_val_images,
-        "num_workers": t.num_workers,
-        "lr": o.lr,
-        "warmup_iters": o.warmup_iters,
-        "device": t.device,
-    }
+        config = ExperimentConfig()
+    return launch_schema.defaults(config.to_dict())
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +281,7 @@ def real_datasets() -> list[DatasetEntry]:
     for kind, info in REAL_KINDS.items():
         folder = _find_folder(root, info["folders"]) if root.is_dir() else None
         missing = f"no folder {root}/{info['folders'][0]}" if root.is_dir() else f"the data root {root} does not exist"
-        base = {"kind": kind, "root": str(folder or root / info["folders"][0]), "resize": list(info["resize"])}
+        base = {"kind": kind, "root": str(folder or root / info["folders"][0])}
         if kind == "acdc":
             for condition in ACDC_CONDITIONS:
                 entries.append(_real_entry(f"acdc-{condition}", f"ACDC {condition}", base | {"condition": condition},
@@ -340,14 +324,6 @@ def dataset_by_key(key: str) -> DatasetEntry | None:
     if key.startswith("toy:"):
         return next((e for e in _toy_entries() if e.key == key), None)
     return next((e for e in real_datasets() if e.key == key), None)
-
-
-def pair_base_config(source: DatasetEntry, target: DatasetEntry) -> dict[str, Any]:
-    """A base config for a source/target pair: the datasets and the engine's recipe defaults."""
-    config: dict[str, Any] = {"source": dict(source.config), "target": dict(target.config)}
-    if source.kind == "synthia":
-        config["eval"] = {"class_subset": "synthia16"}
-    return config
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The launch form: the same fields as the API's ``RunCreateInput``, turned into the same ``LaunchSpec``."""
+"""The launch form: the fields of ``launch_schema.FIELDS`` (as the API's ``RunCreateInput``), turned into the
+same ``LaunchSpec``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 
 from django import forms
 
-from webapp.runs import catalog, inputs, selectors, services
+from webapp.runs import catalog, inputs, launch_schema, recipes, selectors
 from webapp.runs.api.serializers import parse_crop_size
 
 NUMBER = {"inputmode": "numeric"}
@@ -48,6 +49,11 @@ def _preset_choices(heavy_first: bool) -> list:
     return groups[::-1] if heavy_first else groups
 
 
+def _shown(name: str, value) -> str:
+    """A default as the form writes it."""
+    return "x".join(map(str, value)) if name == "crop_size" else str(value)
+
+
 def parse_overrides(text: str) -> dict:
     """``key.sub = value`` (or ``key.sub: value``) per line; values are YAML (``3``, ``true``, ``[1, 2]``)
     without anchors or aliases (see ``inputs.yaml_value``)."""
@@ -71,52 +77,44 @@ def parse_overrides(text: str) -> dict:
     return overrides
 
 
-class RunLaunchForm(forms.Form):
-    name = forms.CharField(required=False, max_length=200, help_text="defaults to method and benchmark")
-    benchmark = forms.ChoiceField(required=False)
-    source = forms.ChoiceField(required=False, help_text="labelled source dataset")
-    target = forms.ChoiceField(required=False, help_text="target dataset (its val split must be labelled)")
-    method = forms.ChoiceField()
-    student = forms.ChoiceField(help_text="light backbone: the network you deploy")
-    auxiliary = forms.ChoiceField(required=False, help_text="heavy backbone: DUDA's auxiliary student and teacher")
-    weights = forms.ChoiceField(
-        required=False, choices=list(services.WEIGHTS_CHOICES.items()), initial=services.WEIGHTS_AUTO,
-        label="Initial weights", help_text="the presets marked “ImageNet weights” have them on this server",
-    )
-    iterations = AsciiIntegerField(required=False)
-    crop_size = forms.CharField(required=False, help_text="H×W, e.g. 512x512")
-    batch_size = AsciiIntegerField(required=False)
-    seed = AsciiIntegerField(required=False)
-    baseline = forms.CharField(required=False, widget=forms.Select(choices=[("auto", "latest matching source-only run")]),
-                               help_text="source-only run whose predictions and per-class IoU are compared")
-    teachers = forms.TypedMultipleChoiceField(
-        required=False, coerce=int, widget=forms.SelectMultiple(attrs={"size": 4}),
-        help_text="DUDA: finished runs whose students also teach (frozen), e.g. a heavy self-training run",
-    )
-    precompute_teachers = forms.BooleanField(
-        required=False, label="Precompute their predictions",
-        help_text="predict once before training and free their memory (saves GPU memory; see the docs for what differs)",
-    )
-    # advanced
-    eval_interval = AsciiIntegerField(required=False)
-    checkpoint_interval = AsciiIntegerField(required=False)
-    log_interval = AsciiIntegerField(required=False)
-    num_samples = AsciiIntegerField(required=False)
-    max_val_images = AsciiIntegerField(required=False)
-    num_workers = AsciiIntegerField(required=False)
-    lr = AsciiFloatField(required=False, label="Learning rate")
-    warmup_iters = AsciiIntegerField(required=False)
-    device = forms.CharField(required=False, help_text="auto, cpu, cuda or cuda:N")
-    overrides = forms.CharField(
-        required=False, max_length=MAX_OVERRIDES_LENGTH,
-        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "self_training.mic_weight = 1.0\nduda.kd_weight = 0.5"}),
-        help_text="any engine config field, one 'dotted.key = value' per line",
-    )
+def _launch_form_field(f: launch_schema.LaunchField) -> forms.Field:
+    """The form's input field for a launch field (blank: its default, shown as the placeholder)."""
+    common = {"required": f.required, "help_text": f.help, **({"label": f.label} if f.label else {})}
+    if f.kind == launch_schema.TEXT:
+        return forms.CharField(max_length=f.max_length, **common)
+    if f.kind == launch_schema.KEY:
+        return forms.ChoiceField(**common)  # choices: what the server lists, set per form
+    if f.kind == launch_schema.CHOICE:
+        return forms.ChoiceField(choices=list(f.choices.items()), initial=f.default, **common)
+    if f.kind == launch_schema.INTEGER:
+        return AsciiIntegerField(**common)
+    if f.kind == launch_schema.NUMBER:
+        return AsciiFloatField(**common)
+    if f.kind == launch_schema.CROP_SIZE:
+        return forms.CharField(**common)
+    if f.kind == launch_schema.OVERRIDES:
+        return forms.CharField(
+            max_length=MAX_OVERRIDES_LENGTH, **{**common, "help_text": f"{f.help}, one 'dotted.key = value' per line"},
+            widget=forms.Textarea(attrs={"rows": 4, "placeholder": "self_training.mic_weight = 1.0\nduda.kd_weight = 0.5"}),
+        )
+    if f.kind == launch_schema.BASELINE:
+        return forms.CharField(widget=forms.Select(choices=[(launch_schema.AUTO, "latest matching source-only run")]),
+                               **common)
+    if f.kind == launch_schema.RUN_IDS:
+        return forms.TypedMultipleChoiceField(coerce=int, widget=forms.SelectMultiple(attrs={"size": 4}), **common)
+    if f.kind == launch_schema.FLAG:
+        return forms.BooleanField(**common)
+    raise ValueError(f"no form field for launch field kind {f.kind!r}")
 
-    ADVANCED = services.ADVANCED_FIELDS + ("overrides",)
+
+class RunLaunchForm(forms.Form):
+    """The fields of ``launch_schema.FIELDS``; a blank field takes its default, which its placeholder shows."""
+
+    ADVANCED = launch_schema.ADVANCED_FIELDS
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields = {f.name: _launch_form_field(f) for f in launch_schema.FIELDS}
         self.fields["teachers"].choices = [
             (run.pk, f"#{run.pk} {run.name} — {run.method}, {run.student}"
                      + (f", {run.final_miou:.1f} mIoU" if run.final_miou is not None else ""))
@@ -132,13 +130,26 @@ class RunLaunchForm(forms.Form):
         self.fields["method"].choices = [(m["name"], m["label"]) for m in catalog.methods()]
         self.fields["student"].choices = _preset_choices(heavy_first=False)
         self.fields["auxiliary"].choices = _preset_choices(heavy_first=True)
+        shown = self._base_defaults()
+        for name, value in shown.items():  # a blank field takes the base config's value: show it
+            widget = self.fields[name].widget
+            if isinstance(widget, forms.widgets.Input):
+                widget.attrs["placeholder"] = _shown(name, value)
         if not self.is_bound and benchmarks:
-            defaults = benchmarks[0]["defaults"]
             self.initial.setdefault("benchmark", benchmarks[0]["key"])
-            for key, value in defaults.items():
-                if key in self.fields:
-                    self.initial.setdefault(key, "x".join(map(str, value)) if key == "crop_size" else value)
-            self.initial.setdefault("baseline", "auto")
+            for key, value in shown.items():
+                self.initial.setdefault(key, _shown(key, value))
+            self.initial.setdefault("baseline", launch_schema.AUTO)
+
+    def _base_defaults(self) -> dict:
+        """The values of the base config this form launches on: the chosen benchmark's, a chosen pair's
+        (its recipe's), or the first benchmark's before anything is chosen."""
+        if self.is_bound and not self.data.get("benchmark"):
+            entries = {d.key: d for d in self.datasets}
+            source, target = entries.get(self.data.get("source")), entries.get(self.data.get("target"))
+            return catalog.launch_defaults(recipes.pair_base_config(source, target) if source and target else {})
+        chosen = next((b for b in self.benchmarks if b["key"] == self.data.get("benchmark")), None)
+        return (chosen or (self.benchmarks[0] if self.benchmarks else {})).get("defaults", {})
 
     @staticmethod
     def _dataset_label(entry) -> str:
@@ -170,31 +181,21 @@ class RunLaunchForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if not data.get("benchmark") and not (data.get("source") or data.get("target")):
-            self.add_error("benchmark", "choose a benchmark, or a source and a target dataset")
+        errors = launch_schema.data_errors(benchmark=data.get("benchmark") or "", source=data.get("source") or "",
+                                           target=data.get("target") or "")
+        for name, messages in errors.items():
+            self.add_error(name, messages)
         return data
 
-    def to_spec(self) -> services.LaunchSpec:
-        d = self.cleaned_data
-        baseline = d.get("baseline", "auto")
-        if baseline in ("auto", None):
-            baseline = services.AUTO
-        elif baseline == "":
-            baseline = None
-        values = {name: d.get(name) for name in (
-            "iterations", "crop_size", "batch_size", "seed", "eval_interval", "checkpoint_interval", "log_interval",
-            "num_samples", "max_val_images", "num_workers", "lr", "warmup_iters",
-        )}
-        return services.LaunchSpec(
-            method=d["method"], student=d["student"], benchmark=d.get("benchmark") or "",
-            source=d.get("source") or "" if not d.get("benchmark") else "",
-            target=d.get("target") or "" if not d.get("benchmark") else "",
-            name=d.get("name") or "", auxiliary=d.get("auxiliary") or None, device=d.get("device") or None,
-            weights=d.get("weights") or services.WEIGHTS_AUTO,
-            overrides=d.get("overrides") or {}, baseline=baseline,
-            teachers=list(d.get("teachers") or []) if d["method"] == "duda" else [],  # hidden for other methods
-            precompute_teachers=bool(d.get("precompute_teachers")), **values,
-        )
+    def to_spec(self):
+        values = dict(self.cleaned_data)
+        if values.get("baseline") == "":
+            values["baseline"] = None  # "none"
+        if values.get("benchmark"):
+            values["source"] = values["target"] = ""
+        if values.get("method") != "duda":
+            values["teachers"] = []  # hidden for other methods
+        return launch_schema.launch_spec(values)
 
     def add_service_errors(self, error) -> None:
         """Put an ApplicationError's field errors next to their fields (the rest above the form)."""

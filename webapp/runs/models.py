@@ -1,6 +1,6 @@
 """Runs and what they produce: metric points, per-class IoU, checkpoints, prediction samples, log lines.
 
-A run's status changes only through ``services.run_transition``; the allowed moves live here, with
+A run's status changes only through ``services.lifecycle.run_transition``; the allowed moves live here, with
 the model, so that every writer shares one table of them.
 """
 
@@ -50,6 +50,10 @@ class Run(models.Model):
     baseline = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="a succeeded source-only run on the same target with the same student",
+    )
+    teachers = models.ManyToManyField(
+        "self", symmetrical=False, blank=True, related_name="taught_runs",
+        help_text="DUDA: succeeded runs whose student checkpoints teach this run as frozen teachers",
     )
     output_dir = models.CharField(max_length=1000, blank=True)
 

@@ -94,30 +94,18 @@ def teacher_candidates(*, user) -> QuerySet[Run]:
     )
 
 
-def _frozen_teacher_paths(run: Run) -> list[str]:
-    return (run.config or {}).get("duda", {}).get("frozen_teachers") or []
-
-
 def teachers_of(run: Run) -> list[tuple[str, Run | None]]:
-    """The frozen teachers a run names: each checkpoint path with the run it came from (None when that
-    run is gone or was never one of this server's)."""
-    paths = _frozen_teacher_paths(run)
-    folders = {str(Path(path).parent) for path in paths}
-    by_folder = {other.output_dir: other for other in Run.objects.filter(output_dir__in=folders)}
+    """The frozen teachers a run names: each checkpoint path in its config with its teacher run
+    (``Run.teachers``; None when that run is gone)."""
+    paths = (run.config or {}).get("duda", {}).get("frozen_teachers") or []
+    by_folder = {teacher.output_dir: teacher for teacher in run.teachers.all()}
     return [(path, by_folder.get(str(Path(path).parent))) for path in paths]
 
 
 def runs_taught_by(run: Run) -> list[Run]:
     """Runs not succeeded yet (queued, running, or failed or cancelled and so resumable) that read
     this run's student checkpoint as a frozen teacher."""
-    folder = Path(run.output_dir) if run.output_dir else None
-    if folder is None:
-        return []
-    active = Run.objects.exclude(status=RunStatus.SUCCEEDED).exclude(pk=run.pk)
-    return [
-        other for other in active
-        if any(Path(path).parent == folder for path in _frozen_teacher_paths(other))
-    ]
+    return list(run.taught_runs.exclude(status=RunStatus.SUCCEEDED).exclude(pk=run.pk).order_by("pk"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from webapp.runs import catalog, inputs, selectors, services
+from webapp.runs import catalog, inputs, recipes, selectors
 from webapp.runs.errors import ApplicationError
 from webapp.runs.forms import RunLaunchForm
 from webapp.runs.models import RunStatus
+from webapp.runs.services import launch, lifecycle
 
 
 def _run_or_404(request: HttpRequest, run_id: int):
@@ -40,7 +41,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
     form = RunLaunchForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
-            run = services.run_create(owner=request.user, spec=form.to_spec())
+            run = launch.run_create(owner=request.user, spec=form.to_spec())
         except ApplicationError as error:
             form.add_service_errors(error)
         else:
@@ -51,6 +52,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
         "benchmarks": form.benchmarks,
         "datasets": [d.as_dict() for d in form.datasets],
         "presets": catalog.presets(),
+        "recipes": recipes.pair_defaults(),  # the form's values for a pair of dataset kinds with a recipe
+        "engine_defaults": catalog.launch_defaults({}),  # ... and for any other pair
     }
     return render(request, "runs/new.html", {
         "form": form,
@@ -100,13 +103,13 @@ def run_action(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
     """Cancel, resume or delete from a page (plain form posts; the scripts use the API)."""
     try:
         if action == "cancel":
-            services.run_cancel(user=request.user, run_id=run_id)
+            lifecycle.run_cancel(user=request.user, run_id=run_id)
             messages.info(request, "Cancel requested.")
         elif action == "resume":
-            services.run_resume(user=request.user, run_id=run_id)
+            lifecycle.run_resume(user=request.user, run_id=run_id)
             messages.info(request, "Run queued again; it resumes from its latest checkpoint.")
         elif action == "delete":
-            services.run_delete(user=request.user, run_id=run_id)
+            lifecycle.run_delete(user=request.user, run_id=run_id)
             messages.info(request, f"Run #{run_id} deleted.")
             return redirect("runs:list")
         else:

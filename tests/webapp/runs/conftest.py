@@ -8,8 +8,10 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from webapp.runs import services
+from webapp.runs.launch_schema import LaunchSpec
 from webapp.runs.models import Run
+from webapp.runs.services import records, worker
+from webapp.runs.services.launch import run_create
 
 TOY = {"benchmark": "toy_gta2real", "method": "source_only", "student": "mit_b0", "iterations": 8,
        "crop_size": [64, 64], "batch_size": 1, "num_workers": 0}
@@ -77,8 +79,8 @@ def token_api(alice):
 
 
 def launch(owner, **fields) -> Run:
-    spec = services.LaunchSpec(**{**TOY, **fields})
-    return services.run_create(owner=owner, spec=spec)
+    spec = LaunchSpec(**{**TOY, **fields})
+    return run_create(owner=owner, spec=spec)
 
 
 def palette_image(height: int, width: int, ids: np.ndarray) -> np.ndarray:
@@ -91,29 +93,29 @@ def palette_image(height: int, width: int, ids: np.ndarray) -> np.ndarray:
 
 def simulate_results(run: Run, *, steps=(4, 8), finish=True, checkpoint_bytes: int = 300_000) -> Run:
     """Play a worker's part through the services: claim, metrics, evaluations, samples, checkpoints."""
-    claim = services.run_claim(run_id=run.pk, worker_host="test@host", worker_gpu="CPU")
+    claim = worker.run_claim(run_id=run.pk, worker_host="test@host", worker_gpu="CPU")
     assert claim is not None
     rng = np.random.default_rng(run.pk)
     last = 0
     for step in steps:
-        services.metrics_record(run_id=run.pk, token=claim.token, points=[(s, "loss/source", 3.0 - s * 0.1) for s in range(last + 1, step + 1)])
+        records.metrics_record(run_id=run.pk, token=claim.token, points=[(s, "loss/source", 3.0 - s * 0.1) for s in range(last + 1, step + 1)])
         last = step
         per_class = {name: float(rng.uniform(0, 60)) for name in _names()}
         per_class["train"] = float("nan")
-        services.evaluation_record(run_id=run.pk, token=claim.token, step=step, miou=float(step), per_class=per_class, pixel_accuracy=50.0)
+        records.evaluation_record(run_id=run.pk, token=claim.token, step=step, miou=float(step), per_class=per_class, pixel_accuracy=50.0)
         ids = rng.integers(0, 19, size=(16, 32))
         images = {"input": rng.integers(0, 255, size=(16, 32, 3), dtype=np.uint8),
                   "ground_truth": palette_image(16, 32, ids), "student": palette_image(16, 32, (ids + step) % 19)}
-        services.samples_record(run_id=run.pk, token=claim.token, step=step, samples=[("real_val_00000", images), ("real_val_00099", images)])
+        records.samples_record(run_id=run.pk, token=claim.token, step=step, samples=[("real_val_00000", images), ("real_val_00099", images)])
         path = run.folder / "checkpoints" / f"checkpoint_{step:07d}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rng.bytes(checkpoint_bytes))
-        services.checkpoint_record(run_id=run.pk, token=claim.token, step=step, path=path, kind="full")
+        records.checkpoint_record(run_id=run.pk, token=claim.token, step=step, path=path, kind="full")
     if finish:
         student = run.folder / "student.pt"
         student.write_bytes(rng.bytes(checkpoint_bytes // 3))
-        services.checkpoint_record(run_id=run.pk, token=claim.token, step=last, path=student, kind="student")
-        services.run_finish(run_id=run.pk, token=claim.token, steps=last, final_miou=float(last), best_miou=float(last),
+        records.checkpoint_record(run_id=run.pk, token=claim.token, step=last, path=student, kind="student")
+        worker.run_finish(run_id=run.pk, token=claim.token, steps=last, final_miou=float(last), best_miou=float(last),
                             cancelled=False)
     run.refresh_from_db()
     return run

@@ -15,8 +15,8 @@ from django.test import Client
 
 from tests.webapp.runs.conftest import launch
 from webapp.asgi import application
-from webapp.runs import services
 from webapp.runs.models import MetricPoint
+from webapp.runs.services import worker
 from workers.callbacks import RunCallbacks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,7 +92,7 @@ def test_access_is_checked_before_accepting(alice, bob, staff):
 def test_an_idle_socket_still_gets_messages(alice):
     """More than 10 s without traffic (redis-py's 5 s socket timeout would have closed it)."""
     run = launch(alice)
-    claim = services.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
+    claim = worker.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
     headers = session_headers(alice)
 
     async def scenario():
@@ -117,7 +117,7 @@ def test_an_idle_socket_still_gets_messages(alice):
 
 def test_publishing_is_throttled_and_every_point_is_stored(alice):
     run = launch(alice, iterations=300)
-    claim = services.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
+    claim = worker.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
     headers = session_headers(alice)
 
     def train_fast() -> float:
@@ -152,7 +152,7 @@ def test_reconnect_and_backfill_leave_no_gap_and_no_duplicate(alice):
     from rest_framework.test import APIClient
 
     run = launch(alice, iterations=30)
-    claim = services.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
+    claim = worker.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
     headers = session_headers(alice)
     api = APIClient()
     api.force_login(alice)

@@ -11,7 +11,6 @@ import redis
 from django.utils import timezone
 
 from tests.webapp.runs.conftest import launch, simulate_results
-from webapp.runs import services
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import (
     TRANSITIONS,
@@ -23,6 +22,7 @@ from webapp.runs.models import (
     RunEvent,
     RunStatus,
 )
+from webapp.runs.services import claims, lifecycle, limits, reaper, records, worker
 
 pytestmark = pytest.mark.django_db
 
@@ -110,15 +110,15 @@ def test_transition_table_is_enforced(alice):
     for status in RunStatus.values:
         if status not in TRANSITIONS[RunStatus.QUEUED] and status != RunStatus.QUEUED:
             with pytest.raises(ApplicationError) as caught:
-                services.run_transition(run_id=run.pk, to=status)
+                lifecycle.run_transition(run_id=run.pk, to=status)
             assert caught.value.status_code == 409
-    services.run_transition(run_id=run.pk, to=RunStatus.RUNNING)
+    lifecycle.run_transition(run_id=run.pk, to=RunStatus.RUNNING)
     with pytest.raises(ApplicationError):
-        services.run_transition(run_id=run.pk, to=RunStatus.RUNNING)
-    services.run_transition(run_id=run.pk, to=RunStatus.SUCCEEDED)
+        lifecycle.run_transition(run_id=run.pk, to=RunStatus.RUNNING)
+    lifecycle.run_transition(run_id=run.pk, to=RunStatus.SUCCEEDED)
     for status in RunStatus.values:
         with pytest.raises(ApplicationError):
-            services.run_transition(run_id=run.pk, to=status)  # succeeded is final
+            lifecycle.run_transition(run_id=run.pk, to=status)  # succeeded is final
     run.refresh_from_db()
     assert run.started_at and run.finished_at and run.status == RunStatus.SUCCEEDED
     assert [e.message for e in RunEvent.objects.filter(run=run)][-2:] == ["queued → running", "running → succeeded"]
@@ -138,24 +138,24 @@ def test_only_run_transition_changes_the_status():
             text = path.read_text()
             for match in re.finditer(r"\.status\s*=[^=]|update\([^)]*status=", text):
                 offenders.append(f"{path.name}: {text[max(0, match.start() - 40):match.end() + 20]!r}")
-    assert [o for o in offenders if not o.startswith("services.py")] == []
-    services_text = (Path(app.__path__[0]) / "services.py").read_text()
-    assert services_text.count("run.status = ") == 1  # inside run_transition
+    assert [o for o in offenders if not o.startswith("lifecycle.py")] == []
+    lifecycle_text = (Path(app.__path__[0]) / "services" / "lifecycle.py").read_text()
+    assert lifecycle_text.count("run.status = ") == 1  # inside run_transition
 
 
 def test_cancel_a_queued_run_is_immediate_and_a_running_one_sets_the_flag(alice):
     queued = launch(alice)
-    assert services.run_cancel(user=alice, run_id=queued.pk).status == RunStatus.CANCELLED
+    assert lifecycle.run_cancel(user=alice, run_id=queued.pk).status == RunStatus.CANCELLED
     running = launch(alice)
-    claim = services.run_claim(run_id=running.pk, worker_host="w", worker_gpu="CPU")
-    run = services.run_cancel(user=alice, run_id=running.pk)
+    claim = worker.run_claim(run_id=running.pk, worker_host="w", worker_gpu="CPU")
+    run = lifecycle.run_cancel(user=alice, run_id=running.pk)
     assert run.status == RunStatus.RUNNING and run.cancel_requested
-    assert services.run_heartbeat(run_id=run.pk, token=claim.token).cancel_requested
-    services.run_finish(run_id=run.pk, token=claim.token, steps=3, final_miou=None, best_miou=None, cancelled=True)
+    assert worker.run_heartbeat(run_id=run.pk, token=claim.token).cancel_requested
+    worker.run_finish(run_id=run.pk, token=claim.token, steps=3, final_miou=None, best_miou=None, cancelled=True)
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED and not run.cancel_requested and run.step == 3
     with pytest.raises(ApplicationError) as caught:
-        services.run_cancel(user=alice, run_id=run.pk)
+        lifecycle.run_cancel(user=alice, run_id=run.pk)
     assert caught.value.status_code == 409
 
 
@@ -166,18 +166,18 @@ def test_resume_requeues_failed_and_cancelled_runs_and_sends_a_queued_one_again(
     run = launch(alice)
     client.delete("celery")  # as if the broker had lost the launch's message
     with django_capture_on_commit_callbacks(execute=True):
-        again = services.run_resume(user=alice, run_id=run.pk)  # queued: sent again, not a 409
+        again = lifecycle.run_resume(user=alice, run_id=run.pk)  # queued: sent again, not a 409
     assert again.status == RunStatus.QUEUED and client.llen("celery") == 1
     assert RunEvent.objects.filter(run=run).last().message == "sent to the queue again by alice"
-    claim = services.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
+    claim = worker.run_claim(run_id=run.pk, worker_host="w", worker_gpu="CPU")
     with pytest.raises(ApplicationError) as caught:
-        services.run_resume(user=alice, run_id=run.pk)  # running
+        lifecycle.run_resume(user=alice, run_id=run.pk)  # running
     assert caught.value.status_code == 409
-    services.run_fail(run_id=run.pk, token=claim.token, message="RuntimeError: out of memory")
+    worker.run_fail(run_id=run.pk, token=claim.token, message="RuntimeError: out of memory")
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.error_message == "RuntimeError: out of memory"
     with django_capture_on_commit_callbacks() as callbacks:
-        resumed = services.run_resume(user=alice, run_id=run.pk)
+        resumed = lifecycle.run_resume(user=alice, run_id=run.pk)
     assert resumed.status == RunStatus.QUEUED and resumed.error_message == "" and resumed.attempts == 0
     assert any("_enqueue" in repr(c) or "lambda" in repr(c) for c in callbacks)
 
@@ -187,58 +187,58 @@ def test_delete_removes_rows_and_files_but_not_a_running_run(alice, django_captu
     folder = run.folder
     assert folder.is_dir() and MetricPoint.objects.filter(run=run).exists()
     with django_capture_on_commit_callbacks(execute=True):
-        services.run_delete(user=alice, run_id=run.pk)
+        lifecycle.run_delete(user=alice, run_id=run.pk)
     assert not folder.exists()
     assert not Run.objects.filter(pk=run.pk).exists()
     for model in (MetricPoint, ClassIoU, Checkpoint, PredictionSample, RunEvent):
         assert not model.objects.filter(run_id=run.pk).exists()
     running = launch(alice)
-    services.run_claim(run_id=running.pk, worker_host="w", worker_gpu="CPU")
+    worker.run_claim(run_id=running.pk, worker_host="w", worker_gpu="CPU")
     with pytest.raises(ApplicationError) as caught:
-        services.run_delete(user=alice, run_id=running.pk)
+        lifecycle.run_delete(user=alice, run_id=running.pk)
     assert caught.value.status_code == 409
 
 
 def test_users_cannot_touch_each_others_runs(alice, bob, staff):
     run = launch(alice)
-    for action in (services.run_cancel, services.run_resume, services.run_delete):
+    for action in (lifecycle.run_cancel, lifecycle.run_resume, lifecycle.run_delete):
         with pytest.raises(ApplicationError) as caught:
             action(user=bob, run_id=run.pk)
         assert caught.value.status_code == 404
-    assert services.run_cancel(user=staff, run_id=run.pk).status == RunStatus.CANCELLED
+    assert lifecycle.run_cancel(user=staff, run_id=run.pk).status == RunStatus.CANCELLED
 
 
 def test_claim_is_idempotent(alice):
     run = launch(alice)
-    first = services.run_claim(run_id=run.pk, worker_host="a", worker_gpu="CPU")
+    first = worker.run_claim(run_id=run.pk, worker_host="a", worker_gpu="CPU")
     assert first is not None and first.run.attempts == 1
-    assert services.run_claim(run_id=run.pk, worker_host="b", worker_gpu="CPU") is None  # duplicate: fresh heartbeat
-    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=services.stale_after_s() + 5))
-    second = services.run_claim(run_id=run.pk, worker_host="b", worker_gpu="CPU")  # redelivered after a death
+    assert worker.run_claim(run_id=run.pk, worker_host="b", worker_gpu="CPU") is None  # duplicate: fresh heartbeat
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=limits.stale_after_s() + 5))
+    second = worker.run_claim(run_id=run.pk, worker_host="b", worker_gpu="CPU")  # redelivered after a death
     assert second is not None and second.run.attempts == 2 and second.token != first.token
-    assert not services.run_heartbeat(run_id=run.pk, token=first.token).owner  # the old worker learns it lost
-    services.run_finish(run_id=run.pk, token=second.token, steps=8, final_miou=1.0, best_miou=1.0, cancelled=False)
-    assert services.run_claim(run_id=run.pk, worker_host="c", worker_gpu="CPU") is None  # finished: left alone
-    assert services.run_claim(run_id=10**9, worker_host="c", worker_gpu="CPU") is None  # deleted: left alone
+    assert not worker.run_heartbeat(run_id=run.pk, token=first.token).owner  # the old worker learns it lost
+    worker.run_finish(run_id=run.pk, token=second.token, steps=8, final_miou=1.0, best_miou=1.0, cancelled=False)
+    assert worker.run_claim(run_id=run.pk, worker_host="c", worker_gpu="CPU") is None  # finished: left alone
+    assert worker.run_claim(run_id=10**9, worker_host="c", worker_gpu="CPU") is None  # deleted: left alone
 
 
 def test_reaper_requeues_then_fails_runs_whose_worker_died(alice, settings, django_capture_on_commit_callbacks):
     settings.RUN_MAX_ATTEMPTS = 2
     run = launch(alice)
     fresh = launch(alice)
-    services.run_claim(run_id=fresh.pk, worker_host="alive", worker_gpu="CPU")
+    worker.run_claim(run_id=fresh.pk, worker_host="alive", worker_gpu="CPU")
     old = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_S + 1)
-    services.run_claim(run_id=run.pk, worker_host="dead@host", worker_gpu="CPU")
+    worker.run_claim(run_id=run.pk, worker_host="dead@host", worker_gpu="CPU")
     Run.objects.filter(pk=run.pk).update(heartbeat_at=old)
     with django_capture_on_commit_callbacks() as callbacks:
-        assert services.run_reap_stale() == [(run.pk, "requeued")]
+        assert reaper.run_reap_stale() == [(run.pk, "requeued")]
     assert len(callbacks) >= 2  # status message and a fresh task message
     run.refresh_from_db()
     assert run.status == RunStatus.QUEUED
     assert "dead@host stopped answering" in RunEvent.objects.filter(run=run).last().message
-    services.run_claim(run_id=run.pk, worker_host="dead@host", worker_gpu="CPU")
+    worker.run_claim(run_id=run.pk, worker_host="dead@host", worker_gpu="CPU")
     Run.objects.filter(pk=run.pk).update(heartbeat_at=old)
-    assert services.run_reap_stale() == [(run.pk, "failed")]
+    assert reaper.run_reap_stale() == [(run.pk, "failed")]
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and "gave up after 2 attempts" in run.error_message
     fresh.refresh_from_db()
@@ -247,7 +247,7 @@ def test_reaper_requeues_then_fails_runs_whose_worker_died(alice, settings, djan
 
 def test_results_are_stored_once(alice):
     run = simulate_results(launch(alice), finish=False)
-    services.metrics_record(run_id=run.pk, token=run.claim_token, points=[(1, "loss/source", 9.0), (2, "loss/source", 9.0)])
+    records.metrics_record(run_id=run.pk, token=run.claim_token, points=[(1, "loss/source", 9.0), (2, "loss/source", 9.0)])
     assert MetricPoint.objects.filter(run=run, name="loss/source").count() == 8
     assert run.best_miou == 8.0
     assert MetricPoint.objects.get(run=run, name="loss/source", step=1).value == pytest.approx(2.9)
@@ -278,7 +278,7 @@ def test_checkpoint_rows_follow_the_engines_pruning(alice):
     Path(run.folder / "checkpoints" / "checkpoint_0000004.pt").unlink()  # the engine keeps the newest two
     path = run.folder / "checkpoints" / "checkpoint_0000012.pt"
     path.write_bytes(b"x" * 1000)
-    services.checkpoint_record(run_id=run.pk, token=run.claim_token, step=12, path=path, kind="full")
+    records.checkpoint_record(run_id=run.pk, token=run.claim_token, step=12, path=path, kind="full")
     assert sorted(Checkpoint.objects.filter(run=run).values_list("step", flat=True)) == [8, 12]
 
 
@@ -319,11 +319,11 @@ def test_a_run_launched_while_the_broker_is_down_is_sent_again_by_the_reaper(
     error = RunEvent.objects.get(run=run, level="error")
     assert error.message.startswith("could not send the run to the queue (")
     assert error.message.endswith(f"it is sent again every {settings.RUN_REQUEUE_AFTER_S:.0f} s until a worker takes it")
-    assert services.run_reap_stale() == []  # not before RUN_REQUEUE_AFTER_S
+    assert reaper.run_reap_stale() == []  # not before RUN_REQUEUE_AFTER_S
     later = timezone.now() + timedelta(seconds=settings.RUN_REQUEUE_AFTER_S + 1)
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.run_reap_stale(now=later) == [(run.pk, "resent")]
-        assert services.run_reap_stale(now=later) == []  # once per period, however many reapers
+        assert reaper.run_reap_stale(now=later) == [(run.pk, "resent")]
+        assert reaper.run_reap_stale(now=later) == []  # once per period, however many reapers
     message = json.loads(client.lpop("celery"))
     assert json.loads(base64.b64decode(message["body"]))[0] == [run.pk]
     assert client.llen("celery") == 0
@@ -344,14 +344,14 @@ def test_two_messages_for_one_queued_run_make_one_claim(alice, redis_url):
     def claim(host: str):
         ready.wait()
         try:
-            return services.run_claim(run_id=run.pk, worker_host=host, worker_gpu="CPU")
+            return worker.run_claim(run_id=run.pk, worker_host=host, worker_gpu="CPU")
         finally:
             connection.close()
 
     with ThreadPoolExecutor(2) as pool:
-        claims = list(pool.map(claim, ["first@host", "second@host"]))
+        taken = list(pool.map(claim, ["first@host", "second@host"]))
     redis.Redis.from_url(redis_url).delete("celery")
-    assert sum(c is not None for c in claims) == 1
+    assert sum(c is not None for c in taken) == 1
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING and run.attempts == 1
     assert RunEvent.objects.filter(run=run, message__contains="claimed by").count() == 1
@@ -361,33 +361,33 @@ def test_the_writes_of_a_claim_that_lost_the_run_are_refused(alice, settings):
     from tests.webapp.runs.conftest import palette_image
 
     run = launch(alice, iterations=12)
-    frozen = services.run_claim(run_id=run.pk, worker_host="frozen@host", worker_gpu="CPU")
-    services.metrics_record(run_id=run.pk, token=frozen.token, points=[(1, "loss/source", 2.0)])  # held: stored
+    frozen = worker.run_claim(run_id=run.pk, worker_host="frozen@host", worker_gpu="CPU")
+    records.metrics_record(run_id=run.pk, token=frozen.token, points=[(1, "loss/source", 2.0)])  # held: stored
     Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_S + 1))
-    assert services.run_reap_stale() == [(run.pk, "requeued")]
-    alive = services.run_claim(run_id=run.pk, worker_host="alive@host", worker_gpu="CPU")
+    assert reaper.run_reap_stale() == [(run.pk, "requeued")]
+    alive = worker.run_claim(run_id=run.pk, worker_host="alive@host", worker_gpu="CPU")
     events = list(RunEvent.objects.filter(run=run).values_list("message", flat=True))
     path = run.folder / "checkpoints" / "checkpoint_0000004.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"a stray checkpoint")
     image = palette_image(16, 32, __import__("numpy").zeros((16, 32), dtype=int))
     refused = {
-        "metrics": lambda: services.metrics_record(run_id=run.pk, token=frozen.token, points=[(2, "loss/source", 2.0)]),
-        "evaluation": lambda: services.evaluation_record(run_id=run.pk, token=frozen.token, step=4, miou=50.0,
+        "metrics": lambda: records.metrics_record(run_id=run.pk, token=frozen.token, points=[(2, "loss/source", 2.0)]),
+        "evaluation": lambda: records.evaluation_record(run_id=run.pk, token=frozen.token, step=4, miou=50.0,
                                                          per_class={"road": 50.0}, pixel_accuracy=90.0),
-        "samples": lambda: services.samples_record(run_id=run.pk, token=frozen.token, step=4,
+        "samples": lambda: records.samples_record(run_id=run.pk, token=frozen.token, step=4,
                                                    samples=[("real_val_00000", {"student": image})]),
-        "checkpoint": lambda: services.checkpoint_record(run_id=run.pk, token=frozen.token, step=4, path=path, kind="full"),
-        "log line": lambda: services.run_event_add(run_id=run.pk, token=frozen.token, message="cancelled at iteration 4"),
-        "progress": lambda: services.run_progress(run_id=run.pk, token=frozen.token, step=4, seconds_per_step=1.0),
-        "cancelled": lambda: services.run_finish(run_id=run.pk, token=frozen.token, steps=4, final_miou=None,
+        "checkpoint": lambda: records.checkpoint_record(run_id=run.pk, token=frozen.token, step=4, path=path, kind="full"),
+        "log line": lambda: lifecycle.run_event_add(run_id=run.pk, token=frozen.token, message="cancelled at iteration 4"),
+        "progress": lambda: worker.run_progress(run_id=run.pk, token=frozen.token, step=4, seconds_per_step=1.0),
+        "cancelled": lambda: worker.run_finish(run_id=run.pk, token=frozen.token, steps=4, final_miou=None,
                                                  best_miou=50.0, cancelled=True),
-        "failed": lambda: services.run_fail(run_id=run.pk, token=frozen.token, message="RuntimeError: boom"),
+        "failed": lambda: worker.run_fail(run_id=run.pk, token=frozen.token, message="RuntimeError: boom"),
     }
     for name, write in refused.items():
-        with pytest.raises(services.ClaimLost):
+        with pytest.raises(claims.ClaimLost):
             write()
-        assert not services.run_claim_state(run_id=run.pk, token=frozen.token).owner, name
+        assert not claims.run_claim_state(run_id=run.pk, token=frozen.token).owner, name
 
     run.refresh_from_db()
     assert (run.status, run.claim_token, run.step, run.best_miou) == (RunStatus.RUNNING, alive.token, 0, None)
@@ -396,8 +396,8 @@ def test_the_writes_of_a_claim_that_lost_the_run_are_refused(alice, settings):
     assert not PredictionSample.objects.filter(run=run).exists() and not (run.folder / "samples").exists()
     assert list(RunEvent.objects.filter(run=run).values_list("message", flat=True)) == events
 
-    services.metrics_record(run_id=run.pk, token=alive.token, points=[(2, "loss/source", 2.0)])  # the holder writes
-    services.run_finish(run_id=run.pk, token=alive.token, steps=12, final_miou=1.0, best_miou=1.0, cancelled=False)
-    with pytest.raises(services.ClaimLost):  # a finished run takes no more writes, not even from its last holder
-        services.metrics_record(run_id=run.pk, token=alive.token, points=[(3, "loss/source", 2.0)])
+    records.metrics_record(run_id=run.pk, token=alive.token, points=[(2, "loss/source", 2.0)])  # the holder writes
+    worker.run_finish(run_id=run.pk, token=alive.token, steps=12, final_miou=1.0, best_miou=1.0, cancelled=False)
+    with pytest.raises(claims.ClaimLost):  # a finished run takes no more writes, not even from its last holder
+        records.metrics_record(run_id=run.pk, token=alive.token, points=[(3, "loss/source", 2.0)])
     assert sorted(MetricPoint.objects.filter(run=run).values_list("step", flat=True)) == [1, 2]

@@ -7,9 +7,10 @@ import copy
 import pytest
 
 from tests.webapp.runs.conftest import launch, simulate_results
-from webapp.runs import services
+from webapp.runs import selectors
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import Run, RunStatus
+from webapp.runs.services import lifecycle
 
 pytestmark = pytest.mark.django_db
 
@@ -68,11 +69,11 @@ def test_a_teacher_is_kept_while_a_run_that_learns_from_it_can_still_run(alice, 
     for status in (RunStatus.QUEUED, RunStatus.FAILED):  # a failed run can be resumed: it still needs the file
         Run.objects.filter(pk=student.pk).update(status=status)
         with pytest.raises(ApplicationError) as caught:
-            services.run_delete(user=alice, run_id=teacher.pk)
+            lifecycle.run_delete(user=alice, run_id=teacher.pk)
         assert caught.value.status_code == 409 and f"#{student.pk}" in caught.value.message
     Run.objects.filter(pk=student.pk).update(status=RunStatus.SUCCEEDED)
     with django_capture_on_commit_callbacks(execute=True):
-        services.run_delete(user=alice, run_id=teacher.pk)
+        lifecycle.run_delete(user=alice, run_id=teacher.pk)
     assert not teacher.folder.exists()
 
 
@@ -99,3 +100,27 @@ def test_the_run_page_links_its_teachers(alice, client):
     client.login(username="alice", password="alice-password")
     page = client.get(f"/runs/{run.pk}/").content.decode()
     assert f'<a href="/runs/{teacher.pk}/">#{teacher.pk} {teacher.name}</a> <span class="muted">(precomputed)</span>' in page
+
+
+def test_the_teacher_relation_is_a_database_relation(alice):
+    teacher = simulate_results(launch(alice, student="mit_b1"))
+    run = launch(alice, **DUDA, teachers=[teacher.pk])
+    assert list(run.teachers.all()) == [teacher] and list(teacher.taught_runs.all()) == [run]
+    Run.objects.filter(pk=run.pk).update(config={**run.config, "duda": {**run.config["duda"], "frozen_teachers": []}})
+    assert [other.pk for other in selectors.runs_taught_by(teacher)] == [run.pk]  # the relation, not the JSON
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_fills_the_relation_from_the_configs(alice):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    teacher = simulate_results(launch(alice, student="mit_b1"))
+    run = launch(alice, **DUDA, teachers=[teacher.pk])
+    plain = launch(alice)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("runs", "0001_initial")])
+    executor.loader.build_graph()
+    executor.migrate([("runs", "0002_run_teachers")])
+    assert list(Run.objects.get(pk=run.pk).teachers.all()) == [teacher]
+    assert not Run.objects.get(pk=plain.pk).teachers.exists() and not Run.objects.get(pk=teacher.pk).teachers.exists()

@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 
-from webapp.runs import inputs, services
+from webapp.runs import inputs, launch_schema
 from webapp.runs.models import Checkpoint, Run, RunEvent
 
 
@@ -69,43 +69,40 @@ class AsciiFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+def _launch_input_field(f: launch_schema.LaunchField) -> serializers.Field:
+    """The API's input field for a launch field (absent: its default)."""
+    common = {"required": f.required, "help_text": f.help or None}
+    if f.kind in (launch_schema.TEXT, launch_schema.KEY):
+        return serializers.CharField(allow_blank=not f.required, max_length=f.max_length, **common)
+    if f.kind == launch_schema.CHOICE:
+        help_text = f"{f.help}: " + "; ".join(f"{k}: {v}" for k, v in f.choices.items())
+        return serializers.ChoiceField(choices=list(f.choices.items()), default=f.default, help_text=help_text)
+    if f.kind == launch_schema.INTEGER:
+        return AsciiIntegerField(**common)
+    if f.kind == launch_schema.NUMBER:
+        return AsciiFloatField(**common)
+    if f.kind == launch_schema.CROP_SIZE:
+        return CropSizeField(**common)
+    if f.kind == launch_schema.OVERRIDES:
+        return serializers.DictField(required=False, help_text="dotted engine config keys -> values")
+    if f.kind == launch_schema.BASELINE:
+        return AsciiIntegerField(required=False, allow_null=True,
+                                 help_text="source-only baseline run id; absent: the latest match; null: none")
+    if f.kind == launch_schema.RUN_IDS:
+        return serializers.ListField(child=AsciiIntegerField(), max_length=f.max_length, **common)
+    if f.kind == launch_schema.FLAG:
+        return serializers.BooleanField(**common)
+    raise ValueError(f"no API input field for launch field kind {f.kind!r}")
+
+
 class RunCreateInput(serializers.Serializer):
     """Launch a run: a bundled ``benchmark`` or a ``source``/``target`` pair of dataset keys. Every
     other field is optional and keeps the base config's value when absent. Values are validated by the
-    engine's own config validator; errors come back keyed by these field names."""
+    engine's own config validator; errors come back keyed by these field names. The fields are
+    ``launch_schema.FIELDS``."""
 
-    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    benchmark = serializers.CharField(required=False, allow_blank=True)
-    source = serializers.CharField(required=False, allow_blank=True)
-    target = serializers.CharField(required=False, allow_blank=True)
-    method = serializers.CharField()
-    student = serializers.CharField()
-    auxiliary = serializers.CharField(required=False, allow_blank=True)
-    iterations = AsciiIntegerField(required=False)
-    crop_size = CropSizeField(required=False)
-    batch_size = AsciiIntegerField(required=False)
-    seed = AsciiIntegerField(required=False)
-    eval_interval = AsciiIntegerField(required=False)
-    checkpoint_interval = AsciiIntegerField(required=False)
-    log_interval = AsciiIntegerField(required=False)
-    num_samples = AsciiIntegerField(required=False)
-    max_val_images = AsciiIntegerField(required=False)
-    num_workers = AsciiIntegerField(required=False)
-    device = serializers.CharField(required=False, allow_blank=True)
-    lr = AsciiFloatField(required=False)
-    warmup_iters = AsciiIntegerField(required=False)
-    weights = serializers.ChoiceField(
-        choices=list(services.WEIGHTS_CHOICES.items()), default=services.WEIGHTS_AUTO,
-        help_text="where the networks start: " + "; ".join(f"{k}: {v}" for k, v in services.WEIGHTS_CHOICES.items())
-        + " (an override of model.*_pretrained wins)",
-    )
-    overrides = serializers.DictField(required=False, help_text="dotted engine config keys -> values")
-    baseline = AsciiIntegerField(required=False, allow_null=True,
-                                        help_text="source-only baseline run id; absent: the latest match; null: none")
-    teachers = serializers.ListField(child=AsciiIntegerField(), required=False, max_length=8,
-                                     help_text="DUDA: ids of succeeded runs whose students teach as frozen teachers")
-    precompute_teachers = serializers.BooleanField(required=False,
-                                                   help_text="DUDA: predict with those teachers once, before training")
+    def get_fields(self):
+        return {f.name: _launch_input_field(f) for f in launch_schema.FIELDS}
 
     def validate_overrides(self, overrides):
         for key, value in overrides.items():
@@ -117,19 +114,15 @@ class RunCreateInput(serializers.Serializer):
         return overrides
 
     def validate(self, attrs):
-        if not attrs.get("benchmark") and not (attrs.get("source") or attrs.get("target")):
-            raise serializers.ValidationError({"benchmark": ["choose a benchmark, or a source and a target dataset"]})
+        errors = launch_schema.data_errors(
+            benchmark=attrs.get("benchmark", ""), source=attrs.get("source", ""), target=attrs.get("target", "")
+        )
+        if errors:
+            raise serializers.ValidationError(errors)
         return attrs
 
-    def to_spec(self) -> services.LaunchSpec:
-        data = dict(self.validated_data)
-        baseline = data.pop("baseline", services.AUTO) if "baseline" in data else services.AUTO
-        overrides = data.pop("overrides", {}) or {}
-        if data.get("auxiliary") == "":
-            data.pop("auxiliary")
-        if data.get("device") == "":
-            data.pop("device")
-        return services.LaunchSpec(**data, overrides=overrides, baseline=baseline)
+    def to_spec(self):
+        return launch_schema.launch_spec(self.validated_data)
 
 
 class RunOutput(serializers.ModelSerializer):

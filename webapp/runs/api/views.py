@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from webapp.runs import catalog, downloads, inputs, selectors, services
+from webapp.runs import catalog, downloads, inputs, selectors
 from webapp.runs.api.schema import ErrorOutput
 from webapp.runs.api.serializers import (
     CheckpointOutput,
@@ -29,6 +29,7 @@ from webapp.runs.api.serializers import (
     TokenOutput,
 )
 from webapp.runs.errors import ApplicationError
+from webapp.runs.services import launch, lifecycle
 
 
 class BinaryRenderer(BaseRenderer):
@@ -91,7 +92,7 @@ class RunListCreateApi(APIView):
     def post(self, request):
         data = RunCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        run = services.run_create(owner=request.user, spec=data.to_spec())
+        run = launch.run_create(owner=request.user, spec=data.to_spec())
         return Response(RunDetailOutput(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -102,20 +103,20 @@ class RunDetailApi(APIView):
 
     @extend_schema(operation_id="runs_destroy", responses={204: None, 409: ErrorOutput})
     def delete(self, request, run_id: int):
-        services.run_delete(user=request.user, run_id=run_id)
+        lifecycle.run_delete(user=request.user, run_id=run_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class RunCancelApi(APIView):
     @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOutput, 409: ErrorOutput})
     def post(self, request, run_id: int):
-        return Response(RunOutput(services.run_cancel(user=request.user, run_id=run_id)).data)
+        return Response(RunOutput(lifecycle.run_cancel(user=request.user, run_id=run_id)).data)
 
 
 class RunResumeApi(APIView):
     @extend_schema(operation_id="runs_resume", request=None, responses={200: RunOutput, 409: ErrorOutput})
     def post(self, request, run_id: int):
-        return Response(RunOutput(services.run_resume(user=request.user, run_id=run_id)).data)
+        return Response(RunOutput(lifecycle.run_resume(user=request.user, run_id=run_id)).data)
 
 
 class RunMetricsApi(APIView):
