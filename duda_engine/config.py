@@ -206,11 +206,31 @@ def leaf_value(config: ExperimentConfig, name: str) -> Any:
     return value
 
 
+# Switches of settled experiments, removed from the config, with the value whose behaviour the engine
+# kept. A stored config (a checkpoint's, a run's row) that holds one at that value loads as before;
+# another value is refused: the engine no longer has that behaviour.
+RETIRED = {"duda.handover": False, "duda.kd_teacher_view": "clean", "duda.inconsistency_normalise": "classes",
+           "duda.inconsistency_on_kd": False, "duda.inconsistency_during_pre_adaptation": False,
+           "self_training.classmix_on_device": False}
+
+
+def without_retired(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the retired switches that hold their kept value (a copy; ``data`` is not changed)."""
+    data = dict(data)
+    for dotted, kept in RETIRED.items():
+        section, key = dotted.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            if data[section][key] != kept:
+                raise ConfigError(dotted, f"was removed; only its value {kept!r} remains (the engine's behaviour)")
+            data[section] = {k: v for k, v in data[section].items() if k != key}
+    return data
+
+
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Build a config from plain data; raises ConfigError naming the first wrong field."""
     if not isinstance(data, dict):
         raise ConfigError("", "a config must be a mapping at the top level")
-    config = build_dataclass(ExperimentConfig, data)
+    config = build_dataclass(ExperimentConfig, without_retired(data))
     check_values(config)
     return config
 

@@ -60,3 +60,21 @@ def test_unreadable_files_are_config_errors(tmp_path):
     broken.write_text("method: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+def test_a_stored_config_with_a_retired_switch_at_its_kept_value_still_loads():
+    bundled = load_config("configs/toy/toy_gta2real.yaml")
+    stored = bundled.to_dict()  # what a checkpoint or a run's row holds, as written before the switches went
+    stored["duda"] |= {"handover": False, "kd_teacher_view": "clean", "inconsistency_normalise": "classes",
+                       "inconsistency_on_kd": False, "inconsistency_during_pre_adaptation": False}
+    stored["self_training"] |= {"classmix_on_device": False}
+    assert config_from_dict(stored) == bundled
+    assert "handover" in stored["duda"]  # the caller's mapping is not changed
+
+    stored["duda"]["handover"] = True  # a behaviour the engine no longer has
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(stored)
+    assert error.value.field == "duda.handover" and "removed" in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"duda": {"no_such_switch": 1}})
+    assert error.value.field.startswith("duda") and "unknown key" in str(error.value)
