@@ -8,18 +8,22 @@ from pathlib import Path
 
 import numpy as np
 
+from duda_engine.data.classes import ClassSpec
 from duda_engine.evaluate import EvalResult
-
-# Roles of the images in a prediction sample.
-ROLES = ("input", "ground_truth", "student", "teacher")
 
 
 @dataclass
 class PredictionSample:
-    """One target validation image and its coloured predictions (``H x W x 3`` uint8 per role)."""
+    """One target validation image, its ground truth and each network's prediction.
+
+    ``image`` is the input (``H x W x 3`` uint8 RGB). ``class_ids`` maps a role (``ground_truth``,
+    ``student``, ``teacher``) to an ``H x W`` class-id map (see ``evaluate.class_id_map``): ids
+    ``0..K-1``, and the class list's ignore value where a pixel has no class.
+    """
 
     name: str
-    images: dict[str, np.ndarray] = field(default_factory=dict)
+    image: np.ndarray
+    class_ids: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Callbacks:
@@ -32,8 +36,9 @@ class Callbacks:
     def on_evaluation(self, step: int, result: EvalResult) -> None:
         """Target mIoU and per-class IoU of the student at ``step``."""
 
-    def on_samples(self, step: int, samples: list[PredictionSample]) -> None:
-        """Coloured predictions of a few fixed target images at ``step``."""
+    def on_samples(self, step: int, samples: list[PredictionSample], classes: ClassSpec) -> None:
+        """Predictions (class-id maps) of a few fixed target images at ``step``, with the class list
+        (names, colours, ignore value) the ids index."""
 
     def on_checkpoint(self, step: int, path: Path, kind: str) -> None:
         """A checkpoint was written atomically: kind ``full`` (training state) or ``student``."""
@@ -64,9 +69,9 @@ class CallbackList(Callbacks):
         for c in self.callbacks:
             c.on_evaluation(step, result)
 
-    def on_samples(self, step, samples):
+    def on_samples(self, step, samples, classes):
         for c in self.callbacks:
-            c.on_samples(step, samples)
+            c.on_samples(step, samples, classes)
 
     def on_checkpoint(self, step, path, kind):
         for c in self.callbacks:

@@ -76,12 +76,14 @@ class ConsoleCallbacks(Callbacks):
     def on_evaluation(self, step, result: EvalResult):
         self.write(f"[{step}] target mIoU {result.miou:.2f}  (pixel accuracy {result.pixel_accuracy:.1f})")
 
-    def on_samples(self, step, samples):
+    def on_samples(self, step, samples, classes):
         folder = self.output_dir / "samples" / f"step_{step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
         for sample in samples:
-            for role, image in sample.images.items():
-                Image.fromarray(image).save(folder / f"{Path(sample.name).stem}_{role}.png")
+            stem = Path(sample.name).stem
+            Image.fromarray(sample.image).save(folder / f"{stem}_input.png")
+            for role, ids in sample.class_ids.items():
+                Image.fromarray(colorize(ids, classes)).save(folder / f"{stem}_{role}.png")
 
     def on_checkpoint(self, step, path, kind):
         self.write(f"[{step}] {kind} checkpoint {path}")

@@ -30,6 +30,7 @@ DATASET_KINDS = ("toy", "gta5", "synthia", "cityscapes", "acdc", "dark_zurich", 
 MAX_ITERATIONS = 10_000_000  # the run's step counters are 32-bit columns
 MAX_SEED = 2**31 - 1
 MAX_SIDE = 8192  # pixels of an image side, a crop or a sliding window
+MAX_CLASSES = 255  # class ids 0..254 fit a byte beside an unlabelled value
 
 
 @dataclass
@@ -281,6 +282,8 @@ def check_values(c: ExperimentConfig) -> None:
     _require(c.classes.preset in ("cityscapes", "custom"), "classes.preset", "must be 'cityscapes' or 'custom'")
     if c.classes.preset == "custom":
         _require(len(c.classes.names) >= 2, "classes.names", "a custom class list needs at least two names")
+        _require(len(c.classes.names) <= MAX_CLASSES, "classes.names",
+                 f"a custom class list holds at most {MAX_CLASSES} classes (sample maps store 8-bit class ids)")
         repeated = sorted({name for name in c.classes.names if c.classes.names.count(name) > 1})
         _require(not repeated, "classes.names", f"must be unique ({', '.join(map(repr, repeated))} repeated)")
         _require(

@@ -133,6 +133,15 @@ def palette_array(classes: ClassSpec) -> np.ndarray:
     return palette
 
 
+def class_id_map(label: np.ndarray | torch.Tensor, classes: ClassSpec) -> np.ndarray:
+    """A label or a prediction (``H x W``) as class ids ``0..K-1``, with ``classes.ignore_index`` for every
+    other value; uint8 when the ignore value fits in it, else uint16 (as the datasets' labels)."""
+    if isinstance(label, torch.Tensor):
+        label = label.cpu().numpy()
+    dtype = np.uint8 if classes.ignore_index <= 255 else np.uint16
+    return np.where((label >= 0) & (label < classes.num_classes), label, classes.ignore_index).astype(dtype)
+
+
 def colorize(label: np.ndarray | torch.Tensor, classes: ClassSpec) -> np.ndarray:
     """Colour a class-id map (``H x W``) with the class palette; returns ``H x W x 3`` uint8."""
     if isinstance(label, torch.Tensor):

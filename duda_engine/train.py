@@ -41,7 +41,7 @@ from duda_engine.distributed import (
     shutdown,
     state_checksum,
 )
-from duda_engine.evaluate import EvalResult, colorize, evaluate_model
+from duda_engine.evaluate import EvalResult, class_id_map, evaluate_model
 from duda_engine.methods import build_method
 from duda_engine.methods.common import to_batch
 from duda_engine.student import save_student
@@ -110,22 +110,22 @@ def check_resumable(saved: dict[str, Any], config: ExperimentConfig, path: Path)
 def prediction_samples(
     models: dict[str, torch.nn.Module], dataset: SegmentationDataset, indices: list[int], classes: ClassSpec, device
 ) -> list[PredictionSample]:
-    """Coloured predictions of each model (role -> network) on fixed target images, at the input size."""
+    """Class-id maps of the ground truth and of each model's prediction (role -> network) on fixed target
+    images, at the input size."""
     samples = []
     for index in indices:
         item = dataset[index]
         images = item["image"][None].to(device).float().div_(255.0)
         size = tuple(images.shape[-2:])
         label = torch.nn.functional.interpolate(item["label"][None, None].float(), size=size, mode="nearest")[0, 0]
-        sample = PredictionSample(name=item["name"])
-        sample.images["input"] = item["image"].permute(1, 2, 0).numpy()
-        sample.images["ground_truth"] = colorize(label.long(), classes)
+        sample = PredictionSample(name=item["name"], image=item["image"].permute(1, 2, 0).numpy())
+        sample.class_ids["ground_truth"] = class_id_map(label.long(), classes)
         for role, model in models.items():
             was_training = model.training
             model.eval()
             prediction = model(images).argmax(1)[0]
             model.train(was_training)
-            sample.images[role] = colorize(prediction, classes)
+            sample.class_ids[role] = class_id_map(prediction, classes)
         samples.append(sample)
     return samples
 
@@ -240,7 +240,7 @@ def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, 
                 if method.teacher is not None:
                     roles["teacher"] = method.teacher
                 if samples_at:
-                    callbacks.on_samples(step, prediction_samples(roles, data.val, samples_at, classes, device))
+                    callbacks.on_samples(step, prediction_samples(roles, data.val, samples_at, classes, device), classes)
             barrier()
 
         if (t.checkpoint_interval and step % t.checkpoint_interval == 0) or step == total:

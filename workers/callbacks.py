@@ -24,6 +24,7 @@ from pathlib import Path
 from django.db import close_old_connections, connection
 
 from duda_engine.callbacks import Callbacks, PredictionSample
+from duda_engine.data.classes import ClassSpec
 from duda_engine.evaluate import EvalResult
 from webapp.runs.services import claims, lifecycle, records, worker
 
@@ -123,8 +124,8 @@ class RunCallbacks(Callbacks):
             pixel_accuracy=result.pixel_accuracy,
         )
 
-    def on_samples(self, step: int, samples: list[PredictionSample]) -> None:
-        records.samples_record(run_id=self.run_id, token=self.token, step=step, samples=[(s.name, s.images) for s in samples])
+    def on_samples(self, step: int, samples: list[PredictionSample], classes: ClassSpec) -> None:
+        records.samples_record(run_id=self.run_id, token=self.token, step=step, samples=samples, classes=classes)
 
     def on_checkpoint(self, step: int, path: Path, kind: str) -> None:
         self.flush(force=True)

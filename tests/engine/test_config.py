@@ -30,6 +30,8 @@ def test_defaults_are_valid_and_round_trip():
         ({"source": {"kind": "gta5"}}, "source.root"),
         ({"target": {"kind": "acdc", "root": "/x", "condition": "hail"}}, "target.condition"),
         ({"classes": {"preset": "custom", "names": ["a", "b"], "colours": [[0, 0, 0]]}}, "classes.colours"),
+        ({"classes": {"preset": "custom", "names": [f"c{i}" for i in range(256)], "colours": [[0, 0, 0]] * 256}},
+         "classes.names"),
         ({"eval": {"stride": [600, 100]}}, "eval.stride"),
     ],
 )

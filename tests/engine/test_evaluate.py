@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from duda_engine.data.classes import CITYSCAPES, ClassSpec
-from duda_engine.evaluate import ConfusionMeter, colorize, confusion_matrix, iou_per_class, predict_logits
+from duda_engine.evaluate import ConfusionMeter, class_id_map, colorize, confusion_matrix, iou_per_class, predict_logits
 
 THREE = ClassSpec(("a", "b", "c"), ((255, 0, 0), (0, 255, 0), (0, 0, 255)))
 
@@ -62,3 +62,11 @@ def test_sliding_window_equals_whole_image_for_a_pointwise_model():
 def test_colorize_uses_the_palette_and_black_for_ignore():
     image = colorize(np.array([[0, 13, 255]]), CITYSCAPES)
     assert image.tolist() == [[[128, 64, 128], [0, 0, 142], [0, 0, 0]]]
+
+
+def test_class_id_maps_keep_ids_and_mark_every_other_value_with_the_ignore_value():
+    twins = ClassSpec(("road", "lane"), ((9, 9, 9), (9, 9, 9)))  # one colour, two classes
+    ids = class_id_map(torch.tensor([[0, 1, 255], [-1, 2, 1]]), twins)
+    assert ids.dtype == np.uint8 and ids.tolist() == [[0, 1, 255], [255, 255, 1]]
+    wide = class_id_map(np.array([[1, 7]]), ClassSpec(("a", "b"), ((0, 0, 0), (1, 1, 1)), ignore_index=1000))
+    assert wide.dtype == np.uint16 and wide.tolist() == [[1, 1000]]

@@ -7,8 +7,10 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from duda_engine.callbacks import Callbacks
 from duda_engine.checkpoint import CheckpointError, latest_full_checkpoint, load_checkpoint
@@ -16,7 +18,7 @@ from duda_engine.config import ConfigError, config_from_dict
 from duda_engine.student import load_student
 from duda_engine.train import train
 from tests.conftest import REPO_ROOT
-from tests.engine.conftest import tiny_config
+from tests.engine.conftest import COLOURS, tiny_config
 
 
 class Recorder(Callbacks):
@@ -33,8 +35,9 @@ class Recorder(Callbacks):
     def on_evaluation(self, step, result):
         self.evaluations[step] = result
 
-    def on_samples(self, step, samples):
+    def on_samples(self, step, samples, classes):
         self.samples[step] = samples
+        self.classes = classes
 
     def on_checkpoint(self, step, path, kind):
         self.checkpoints.append((step, path, kind))
@@ -58,9 +61,11 @@ def test_each_method_runs_and_reports(tiny_domains, tmp_path, method):
     assert sorted(recorder.evaluations) == [3, 6]
     assert 0 <= result.final.miou <= 100 and set(result.final.per_class) == {"ground", "box", "disc"}
     sample = recorder.samples[6][0]
-    expected_roles = {"input", "ground_truth", "student"} | ({"teacher"} if method in ("self_training", "duda") else set())
-    assert set(sample.images) == expected_roles
-    assert sample.images["input"].shape == sample.images["student"].shape == (64, 96, 3)
+    expected_roles = {"ground_truth", "student"} | ({"teacher"} if method in ("self_training", "duda") else set())
+    assert set(sample.class_ids) == expected_roles and recorder.classes.names == ("ground", "box", "disc")
+    assert sample.image.shape == (64, 96, 3) and sample.image.dtype == np.uint8
+    for ids in sample.class_ids.values():  # class ids, not colours
+        assert ids.shape == (64, 96) and ids.dtype == np.uint8 and set(np.unique(ids)) <= {0, 1, 2, 255}
     kinds = [(step, kind) for step, _, kind in recorder.checkpoints]
     assert kinds == [(3, "full"), (6, "full"), (6, "student")]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == method
@@ -109,6 +114,9 @@ def test_the_cli_writes_the_training_curve_and_a_resumed_run_does_not_repeat_ste
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
     assert all(line["loss/source"] > 0 and "inconsistency/pixel_mean" in line and "lr" in line for line in lines)
+    with Image.open(tmp_path / "run" / "samples" / "step_0000006" / "000_student.png") as student:
+        assert student.mode == "RGB" and student.size == (96, 64)  # a viewable image in the class colours
+        assert {tuple(c) for c in np.array(student).reshape(-1, 3)} <= {tuple(c) for c in COLOURS}
 
 
 def test_cancel_stops_with_a_checkpoint(tiny_domains, tmp_path):

@@ -203,11 +203,16 @@ class SampleRole(models.TextChoices):
     TEACHER = "teacher", "teacher"
 
 
+# The pixel value of a class-id PNG where the pixel has no class (the ground truth's unlabelled pixels).
+UNLABELLED_ID = 255
+
+
 class PredictionSample(models.Model):
     """One PNG of one sampled target image at one evaluation.
 
-    Predictions (student, teacher) are palette PNGs whose pixel values are class ids; the input and
-    ground truth do not change between evaluations and are stored once, at the first step.
+    The ground truth and the predictions (student, teacher) are palette PNGs whose pixel values are
+    class ids (``UNLABELLED_ID`` where none) and whose palette is the class colours; the input is an RGB
+    PNG. Input and ground truth do not change between evaluations and are stored once, at the first step.
     """
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")

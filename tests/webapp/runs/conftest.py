@@ -8,6 +8,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from duda_engine.data.classes import CITYSCAPES
 from webapp.runs.launch_schema import LaunchSpec
 from webapp.runs.models import Run
 from webapp.runs.services import records, worker
@@ -83,12 +84,11 @@ def launch(owner, **fields) -> Run:
     return run_create(owner=owner, spec=spec)
 
 
-def palette_image(height: int, width: int, ids: np.ndarray) -> np.ndarray:
-    from duda_engine.data.classes import CITYSCAPES
+def sample(name: str, image: np.ndarray, **class_ids: np.ndarray):
+    """What the engine hands ``on_samples`` for one image: the input and class-id maps by role."""
+    from duda_engine.callbacks import PredictionSample
 
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[:19] = np.array(CITYSCAPES.colours, dtype=np.uint8)
-    return palette[ids]
+    return PredictionSample(name=name, image=image, class_ids=class_ids)
 
 
 def simulate_results(run: Run, *, steps=(4, 8), finish=True, checkpoint_bytes: int = 300_000) -> Run:
@@ -100,13 +100,13 @@ def simulate_results(run: Run, *, steps=(4, 8), finish=True, checkpoint_bytes: i
     for step in steps:
         records.metrics_record(run_id=run.pk, token=claim.token, points=[(s, "loss/source", 3.0 - s * 0.1) for s in range(last + 1, step + 1)])
         last = step
-        per_class = {name: float(rng.uniform(0, 60)) for name in _names()}
+        per_class = {name: float(rng.uniform(0, 60)) for name in CITYSCAPES.names}
         per_class["train"] = float("nan")
         records.evaluation_record(run_id=run.pk, token=claim.token, step=step, miou=float(step), per_class=per_class, pixel_accuracy=50.0)
-        ids = rng.integers(0, 19, size=(16, 32))
-        images = {"input": rng.integers(0, 255, size=(16, 32, 3), dtype=np.uint8),
-                  "ground_truth": palette_image(16, 32, ids), "student": palette_image(16, 32, (ids + step) % 19)}
-        records.samples_record(run_id=run.pk, token=claim.token, step=step, samples=[("real_val_00000", images), ("real_val_00099", images)])
+        ids = rng.integers(0, 19, size=(16, 32)).astype(np.uint8)
+        image = rng.integers(0, 255, size=(16, 32, 3), dtype=np.uint8)
+        samples = [sample(name, image, ground_truth=ids, student=(ids + step) % 19) for name in ("real_val_00000", "real_val_00099")]
+        records.samples_record(run_id=run.pk, token=claim.token, step=step, samples=samples, classes=CITYSCAPES)
         path = run.folder / "checkpoints" / f"checkpoint_{step:07d}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rng.bytes(checkpoint_bytes))
@@ -119,9 +119,3 @@ def simulate_results(run: Run, *, steps=(4, 8), finish=True, checkpoint_bytes: i
                             cancelled=False)
     run.refresh_from_db()
     return run
-
-
-def _names():
-    from duda_engine.data.classes import CITYSCAPES
-
-    return CITYSCAPES.names

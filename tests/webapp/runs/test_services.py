@@ -358,7 +358,10 @@ def test_two_messages_for_one_queued_run_make_one_claim(alice, redis_url):
 
 
 def test_the_writes_of_a_claim_that_lost_the_run_are_refused(alice, settings):
-    from tests.webapp.runs.conftest import palette_image
+    import numpy as np
+
+    from duda_engine.data.classes import CITYSCAPES
+    from tests.webapp.runs.conftest import sample
 
     run = launch(alice, iterations=12)
     frozen = worker.run_claim(run_id=run.pk, worker_host="frozen@host", worker_gpu="CPU")
@@ -370,13 +373,13 @@ def test_the_writes_of_a_claim_that_lost_the_run_are_refused(alice, settings):
     path = run.folder / "checkpoints" / "checkpoint_0000004.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"a stray checkpoint")
-    image = palette_image(16, 32, __import__("numpy").zeros((16, 32), dtype=int))
+    image = sample("real_val_00000", np.zeros((16, 32, 3), dtype=np.uint8), student=np.zeros((16, 32), dtype=np.uint8))
     refused = {
         "metrics": lambda: records.metrics_record(run_id=run.pk, token=frozen.token, points=[(2, "loss/source", 2.0)]),
         "evaluation": lambda: records.evaluation_record(run_id=run.pk, token=frozen.token, step=4, miou=50.0,
                                                          per_class={"road": 50.0}, pixel_accuracy=90.0),
         "samples": lambda: records.samples_record(run_id=run.pk, token=frozen.token, step=4,
-                                                   samples=[("real_val_00000", {"student": image})]),
+                                                   samples=[image], classes=CITYSCAPES),
         "checkpoint": lambda: records.checkpoint_record(run_id=run.pk, token=frozen.token, step=4, path=path, kind="full"),
         "log line": lambda: lifecycle.run_event_add(run_id=run.pk, token=frozen.token, message="cancelled at iteration 4"),
         "progress": lambda: worker.run_progress(run_id=run.pk, token=frozen.token, step=4, seconds_per_step=1.0),

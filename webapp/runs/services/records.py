@@ -1,5 +1,5 @@
 """A run's results as a worker reports them: metric points, evaluations (per-class IoU), prediction
-samples (PNG files) and checkpoints (files with their sha256). Each write checks the claim (``claims``)
+samples (class-id PNG files) and checkpoints (files with their sha256). Each write checks the claim (``claims``)
 and, after it commits, tells the run's page (``live.publish``): these functions and ``lifecycle`` send
 every message the browser gets, each about rows already in the database.
 """
@@ -8,15 +8,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db import transaction
 
 from webapp.runs import live
-from webapp.runs.models import Checkpoint, CheckpointKind, ClassIoU, MetricPoint, PredictionSample, Run, SampleRole
+from webapp.runs.models import (
+    UNLABELLED_ID,
+    Checkpoint,
+    CheckpointKind,
+    ClassIoU,
+    MetricPoint,
+    PredictionSample,
+    Run,
+    SampleRole,
+)
 from webapp.runs.services.claims import check_held, held_run
 from webapp.runs.services.worker import run_progress
+
+if TYPE_CHECKING:  # the web process does not import the engine (torch) to serve pages
+    from duda_engine import callbacks as engine
+    from duda_engine.data.classes import ClassSpec
 
 
 def _store_points(run_id: int, points: list[tuple[int, str, float]]) -> int:
@@ -81,34 +94,23 @@ def evaluation_record(*, run_id: int, token: str, step: int, miou: float, per_cl
         transaction.on_commit(lambda: live.publish(run_id, "evaluation", message))
 
 
-def _palette_png(rgb: np.ndarray, colours: list[list[int]]) -> Any:
-    """A coloured prediction (palette colours) as a palette PNG whose pixel values are class ids."""
+def _class_id_png(class_ids: np.ndarray, classes: ClassSpec) -> Any:
+    """A class-id map as a palette PNG: each pixel value is the class id (``UNLABELLED_ID`` where the map
+    holds no class), the palette is the classes' colours, so the file is both the ids and a viewable image."""
     from PIL import Image
 
-    keys = np.array([(r << 16) | (g << 8) | b for r, g, b in colours], dtype=np.int64)
-    order = np.argsort(keys)
-    sorted_keys = keys[order]
-    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2].astype(np.int64)
-    position = np.clip(np.searchsorted(sorted_keys, packed), 0, len(sorted_keys) - 1)
-    ids = np.where(sorted_keys[position] == packed, order[position], 255).astype(np.uint8)
-    image = Image.fromarray(ids, mode="P")
+    pixels = np.where((class_ids >= 0) & (class_ids < classes.num_classes), class_ids, UNLABELLED_ID).astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(pixels))
     palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(colours)] = np.array(colours, dtype=np.uint8)
-    image.putpalette(palette.flatten().tolist())
+    palette[: classes.num_classes] = np.array(classes.colours, dtype=np.uint8)
+    image.putpalette(palette.flatten().tolist())  # an 8-bit grey image becomes a palette image
     return image
 
 
-def run_class_colours(run: Run) -> list[list[int]]:
-    classes = run.config.get("classes", {})
-    if classes.get("preset", "cityscapes") == "custom":
-        return [list(c) for c in classes.get("colours", [])]
-    from duda_engine.data.classes import CITYSCAPES
-
-    return [list(c) for c in CITYSCAPES.colours]
-
-
-def samples_record(*, run_id: int, token: str, step: int, samples: list[tuple[str, dict[str, np.ndarray]]]) -> int:
-    """Write the PNGs of one evaluation's samples into the run folder and add their rows.
+def samples_record(*, run_id: int, token: str, step: int, samples: list[engine.PredictionSample],
+                   classes: ClassSpec) -> int:
+    """Write the PNGs of one evaluation's samples into the run folder and add their rows: the input as
+    an RGB image, the ground truth and each prediction as a class-id palette PNG (``_class_id_png``).
 
     Input and ground truth are written once (the first evaluation); predictions every time.
     """
@@ -116,31 +118,28 @@ def samples_record(*, run_id: int, token: str, step: int, samples: list[tuple[st
 
     check_held(run_id=run_id, token=token)
     run = Run.objects.get(pk=run_id)
-    colours = run_class_colours(run)
     have_static = set(
         PredictionSample.objects.filter(run_id=run_id, role__in=[SampleRole.INPUT, SampleRole.GROUND_TRUTH])
         .values_list("image_name", "role")
     )
     folder = Path(run.output_dir) / "samples"
     rows = []
-    for name, images in samples:
-        stem = Path(name).stem.replace("/", "_")[:150]
-        for role, array in images.items():
-            if role not in SampleRole.values:
-                continue
+    for sample in samples:
+        stem = Path(sample.name).stem.replace("/", "_")[:150]
+        pictures = {SampleRole.INPUT: Image.fromarray(np.ascontiguousarray(sample.image))}
+        pictures |= {role: _class_id_png(ids, classes) for role, ids in sample.class_ids.items() if role in SampleRole.values}
+        for role, image in pictures.items():
             static = role in (SampleRole.INPUT, SampleRole.GROUND_TRUTH)
             if static and (stem, role) in have_static:
                 continue
             relative = f"samples/{role}/{stem}.png" if static else f"samples/step_{step:07d}/{stem}_{role}.png"
             path = Path(run.output_dir) / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            image = Image.fromarray(np.ascontiguousarray(array)) if role == SampleRole.INPUT else _palette_png(array, colours)
             tmp = path.with_name(f".{path.name}.tmp")
             image.save(tmp, format="PNG", optimize=False, compress_level=6)
             tmp.replace(path)
-            height, width = array.shape[:2]
             rows.append(PredictionSample(run_id=run_id, step=step, image_name=stem, role=role, path=relative,
-                                         width=width, height=height))
+                                         width=image.width, height=image.height))
     folder.mkdir(parents=True, exist_ok=True)
     with transaction.atomic():
         held_run(run_id=run_id, token=token)
