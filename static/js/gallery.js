@@ -1,19 +1,20 @@
 // The comparison gallery: per sampled target image, input | ground truth | source-only | adapted
 // student | teacher (and a second run's predictions side by side), masks drawn over the image.
 //
-// Prediction PNGs are palette images whose colours are the class colours. Each is decoded once into
-// a class-id map (exact palette match, no colour management); every redraw then maps ids through a
-// 256-entry RGBA lookup table, so hiding a class, changing the opacity or the step costs one pass
-// over the pixels per panel and no network.
+// Ground truth and prediction PNGs hold class ids as their pixel values. Each is read once into a
+// class-id map (classIdsOfPng: the ids themselves, not their colours, so classes that share a colour
+// stay apart); every redraw then maps ids through a 256-entry RGBA lookup table, so hiding a class,
+// changing the opacity or the step costs one pass over the pixels per panel and no network.
 import { api } from "./api.js";
+import { classIdsOfPng } from "./class_ids.js";
 import { el, escapeHtml, pct } from "./format.js";
 
 const config = JSON.parse(document.getElementById("gallery-config").textContent);
 const $ = (id) => document.getElementById(id);
-const IGNORE = 255;
 
 const state = {
   classes: [],
+  unlabelled: 255,    // the pixel value of "no class" in a class-id PNG (the server says which)
   hidden: new Set(),
   opacity: Number($("opacity").value),
   errorsOnly: false,
@@ -26,7 +27,6 @@ const state = {
 };
 const masks = new Map();   // url -> Promise<{width, height, ids}>
 const bitmaps = new Map(); // url -> Promise<ImageBitmap>
-let paletteIndex = new Map();
 let lut = new Uint32Array(256);
 let generation = 0;
 let playing = null;
@@ -50,23 +50,7 @@ function bitmap(url) {
 }
 
 function mask(url) {
-  if (!masks.has(url)) {
-    masks.set(url, fetchBlob(url).then(async (blob) => {
-      const image = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
-      const canvas = canvasOf(image.width, image.height);
-      const ctx = canvas.getContext("2d", { willReadFrequently: true });
-      ctx.drawImage(image, 0, 0);
-      const rgba = ctx.getImageData(0, 0, image.width, image.height).data;
-      const ids = new Uint8Array(image.width * image.height);
-      let lastKey = -1, lastId = IGNORE;
-      for (let i = 0, p = 0; i < ids.length; i++, p += 4) {
-        const key = (rgba[p] << 16) | (rgba[p + 1] << 8) | rgba[p + 2];
-        if (key !== lastKey) { lastKey = key; lastId = paletteIndex.get(key) ?? IGNORE; }
-        ids[i] = lastId;
-      }
-      return { width: image.width, height: image.height, ids };
-    }));
-  }
+  if (!masks.has(url)) masks.set(url, fetchBlob(url).then(async (blob) => classIdsOfPng(await blob.arrayBuffer())));
   return masks.get(url);
 }
 
@@ -180,7 +164,7 @@ function paint(entry, input, maskData, truth) {
   const errorsOnly = state.errorsOnly && truth && entry.col.key !== "ground_truth" && truth.ids.length === ids.length;
   if (errorsOnly) {
     const gt = truth.ids;
-    for (let i = 0; i < ids.length; i++) out[i] = gt[i] === IGNORE || gt[i] === ids[i] ? 0 : lut[ids[i]];
+    for (let i = 0; i < ids.length; i++) out[i] = gt[i] === state.unlabelled || gt[i] === ids[i] ? 0 : lut[ids[i]];
   } else {
     for (let i = 0; i < ids.length; i++) out[i] = lut[ids[i]];
   }
@@ -299,7 +283,7 @@ function hover(event, entry) {
   const name = (ids, w, h) => {
     const x = Math.min(w - 1, Math.floor(fx * w)), y = Math.min(h - 1, Math.floor(fy * h));
     const id = ids[y * w + x];
-    return id === IGNORE ? "ignored" : state.classes[id]?.name ?? `class ${id}`;
+    return id === state.unlabelled ? "ignored" : state.classes[id]?.name ?? `class ${id}`;
   };
   const show = (truth) => {
     const lines = [];
@@ -370,7 +354,7 @@ async function main() {
   const first = await loadRun(config.run);
   state.runs = [first];
   state.classes = first.data.classes;
-  paletteIndex = new Map(state.classes.map((c) => [(c.colour[0] << 16) | (c.colour[1] << 8) | c.colour[2], c.index]));
+  state.unlabelled = first.data.unlabelled_id;
   rebuildLut();
   legend();
   await setRuns($("compare-run").value);

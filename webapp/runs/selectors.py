@@ -15,6 +15,7 @@ from django.db.models import Q, QuerySet
 from webapp.runs import inputs
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import (
+    UNLABELLED_ID,
     Checkpoint,
     CheckpointKind,
     ClassIoU,
@@ -190,7 +191,10 @@ def sample_url(run_id: int, sample_id: int) -> str:
 
 def samples_index(*, run: Run) -> dict[str, Any]:
     """The gallery's data: per sampled image its input and ground truth, per evaluation step the
-    predictions by role, and the source-only baseline's latest student predictions of the same images."""
+    predictions by role, and the source-only baseline's latest student predictions of the same images.
+
+    Ground truth and predictions are URLs of class-id PNGs: pixel value = index in ``classes``, and
+    ``unlabelled_id`` where a pixel has no class."""
     rows = list(PredictionSample.objects.filter(run=run).values("id", "step", "image_name", "role", "width", "height"))
     images: dict[str, dict[str, Any]] = {}
     steps: dict[int, dict[str, dict[str, str]]] = {}
@@ -219,6 +223,7 @@ def samples_index(*, run: Run) -> dict[str, Any]:
     return {
         "run_id": run.pk,
         "classes": class_palette(run),
+        "unlabelled_id": UNLABELLED_ID,
         "images": sorted(images.values(), key=lambda e: e["name"]),
         "steps": [
             {"step": step, "predictions": steps[step], "miou": _step_miou(ious.get(step))}
