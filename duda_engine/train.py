@@ -240,7 +240,8 @@ def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, 
                 if method.teacher is not None:
                     roles["teacher"] = method.teacher
                 if samples_at:
-                    callbacks.on_samples(step, prediction_samples(roles, data.val, samples_at, classes, device), classes)
+                    samples = prediction_samples(roles, data.val, samples_at, classes, device)
+                    callbacks.on_samples(step, samples, classes)
             barrier()
 
         if (t.checkpoint_interval and step % t.checkpoint_interval == 0) or step == total:

@@ -203,10 +203,6 @@ class SampleRole(models.TextChoices):
     TEACHER = "teacher", "teacher"
 
 
-# The pixel value of a class-id PNG where the pixel has no class (the ground truth's unlabelled pixels).
-UNLABELLED_ID = 255
-
-
 class PredictionSample(models.Model):
     """One PNG of one sampled target image at one evaluation.
 
@@ -214,6 +210,8 @@ class PredictionSample(models.Model):
     class ids (``UNLABELLED_ID`` where none) and whose palette is the class colours; the input is an RGB
     PNG. Input and ground truth do not change between evaluations and are stored once, at the first step.
     """
+
+    UNLABELLED_ID = 255  # the pixel value of a class-id PNG where the pixel has no class
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
     step = models.PositiveIntegerField()

@@ -15,7 +15,6 @@ from django.db.models import Q, QuerySet
 from webapp.runs import inputs
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import (
-    UNLABELLED_ID,
     Checkpoint,
     CheckpointKind,
     ClassIoU,
@@ -223,7 +222,7 @@ def samples_index(*, run: Run) -> dict[str, Any]:
     return {
         "run_id": run.pk,
         "classes": class_palette(run),
-        "unlabelled_id": UNLABELLED_ID,
+        "unlabelled_id": PredictionSample.UNLABELLED_ID,
         "images": sorted(images.values(), key=lambda e: e["name"]),
         "steps": [
             {"step": step, "predictions": steps[step], "miou": _step_miou(ious.get(step))}

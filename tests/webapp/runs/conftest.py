@@ -105,7 +105,8 @@ def simulate_results(run: Run, *, steps=(4, 8), finish=True, checkpoint_bytes: i
         records.evaluation_record(run_id=run.pk, token=claim.token, step=step, miou=float(step), per_class=per_class, pixel_accuracy=50.0)
         ids = rng.integers(0, 19, size=(16, 32)).astype(np.uint8)
         image = rng.integers(0, 255, size=(16, 32, 3), dtype=np.uint8)
-        samples = [sample(name, image, ground_truth=ids, student=(ids + step) % 19) for name in ("real_val_00000", "real_val_00099")]
+        samples = [sample(name, image, ground_truth=ids, student=(ids + step) % 19)
+                   for name in ("real_val_00000", "real_val_00099")]
         records.samples_record(run_id=run.pk, token=claim.token, step=step, samples=samples, classes=CITYSCAPES)
         path = run.folder / "checkpoints" / f"checkpoint_{step:07d}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from tests.conftest import REPO_ROOT
 from tests.engine.conftest import write_domain
 from tests.engine.test_train import Recorder
 from tests.webapp.runs.conftest import launch
-from webapp.runs.models import UNLABELLED_ID, PredictionSample
+from webapp.runs.models import PredictionSample
 from webapp.runs.services import worker
 from workers.callbacks import RunCallbacks
 
@@ -71,7 +71,7 @@ def test_classes_that_share_a_colour_stay_apart_from_the_engine_to_the_browser(a
     index = api.get(f"/api/runs/{run.pk}/samples/").json()
     assert [(c["index"], c["name"], c["colour"]) for c in index["classes"]] == [
         (0, "ground", [9, 9, 9]), (1, "box", [9, 9, 9]), (2, "disc", [40, 40, 220])]
-    assert index["unlabelled_id"] == UNLABELLED_ID
+    assert index["unlabelled_id"] == PredictionSample.UNLABELLED_ID
     shown = {entry["name"]: entry for entry in index["images"]}
     predictions = next(s["predictions"] for s in index["steps"] if s["step"] == 2)
     for sample in handed:
@@ -119,5 +119,5 @@ def filtered_png(ids: np.ndarray) -> bytes:
 @pytest.mark.skipif(NODE is None, reason="needs Node to run the gallery's PNG reader")
 def test_the_gallerys_png_reader_undoes_every_row_filter(tmp_path):
     ids = np.random.default_rng(0).integers(0, 19, (37, 53)).astype(np.uint8)
-    ids[0, 0], ids[-1, -1] = UNLABELLED_ID, 254
+    ids[0, 0], ids[-1, -1] = PredictionSample.UNLABELLED_ID, 254
     assert np.array_equal(ids_read_by_the_gallery(tmp_path, filtered_png(ids)), ids)

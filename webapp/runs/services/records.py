@@ -14,16 +14,7 @@ import numpy as np
 from django.db import transaction
 
 from webapp.runs import live
-from webapp.runs.models import (
-    UNLABELLED_ID,
-    Checkpoint,
-    CheckpointKind,
-    ClassIoU,
-    MetricPoint,
-    PredictionSample,
-    Run,
-    SampleRole,
-)
+from webapp.runs.models import Checkpoint, CheckpointKind, ClassIoU, MetricPoint, PredictionSample, Run, SampleRole
 from webapp.runs.services.claims import check_held, held_run
 from webapp.runs.services.worker import run_progress
 
@@ -99,7 +90,8 @@ def _class_id_png(class_ids: np.ndarray, classes: ClassSpec) -> Any:
     holds no class), the palette is the classes' colours, so the file is both the ids and a viewable image."""
     from PIL import Image
 
-    pixels = np.where((class_ids >= 0) & (class_ids < classes.num_classes), class_ids, UNLABELLED_ID).astype(np.uint8)
+    known = (class_ids >= 0) & (class_ids < classes.num_classes)
+    pixels = np.where(known, class_ids, PredictionSample.UNLABELLED_ID).astype(np.uint8)
     image = Image.fromarray(np.ascontiguousarray(pixels))
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[: classes.num_classes] = np.array(classes.colours, dtype=np.uint8)
@@ -127,7 +119,8 @@ def samples_record(*, run_id: int, token: str, step: int, samples: list[engine.P
     for sample in samples:
         stem = Path(sample.name).stem.replace("/", "_")[:150]
         pictures = {SampleRole.INPUT: Image.fromarray(np.ascontiguousarray(sample.image))}
-        pictures |= {role: _class_id_png(ids, classes) for role, ids in sample.class_ids.items() if role in SampleRole.values}
+        pictures |= {role: _class_id_png(ids, classes) for role, ids in sample.class_ids.items()
+                     if role in SampleRole.values}
         for role, image in pictures.items():
             static = role in (SampleRole.INPUT, SampleRole.GROUND_TRUTH)
             if static and (stem, role) in have_static:
