@@ -26,7 +26,7 @@ from bench.speed.training import compare_traces, failure_text, loss_trace, measu
 from bench.speed.workload import bench_config
 from duda_engine.config import ConfigError, load_config
 from duda_engine.data.classes import CITYSCAPES
-from duda_engine.data.datasets import DatasetError
+from duda_engine.data.samples import DatasetError
 from duda_engine.methods.common import autocast
 from duda_engine.models import UnknownPresetError, build_segmentor, count_parameters, get_preset
 from duda_engine.train import seed_everything

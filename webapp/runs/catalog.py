@@ -194,7 +194,7 @@ def _describe(config: dict[str, Any]) -> dict[str, Any]:
     """The engine's description of a dataset folder (cached briefly: it walks the folders)."""
     from duda_engine.config import DatasetConfig
     from duda_engine.data.classes import CITYSCAPES
-    from duda_engine.data.datasets import describe_dataset
+    from duda_engine.data.dataset_check import describe_dataset
 
     key = repr(sorted(config.items()))
     now = time.monotonic()
