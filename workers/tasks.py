@@ -77,7 +77,7 @@ def worker_host(task_hostname: str | None) -> str:
 @shared_task(name="runs.run_adaptation", acks_late=True, reject_on_worker_lost=True, ignore_result=True, bind=True)
 def run_adaptation(self, run_id: int) -> str:
     """Train run ``run_id`` with the engine; every outcome ends in a status (or leaves the run alone)."""
-    from duda_engine.config import config_from_dict
+    from duda_engine.config_loading import config_from_dict
     from webapp.runs.services import claims, lifecycle, limits, worker
     from workers.callbacks import Heartbeat, RunCallbacks
 
