@@ -20,8 +20,11 @@ from tqdm import tqdm
 
 from duda_engine.callbacks import Callbacks
 from duda_engine.checkpoint import CheckpointError
-from duda_engine.config import ConfigError, ExperimentConfig, load_config
-from duda_engine.data.datasets import DatasetError, build_dataset, read_image
+from duda_engine.config import ConfigError, ExperimentConfig
+from duda_engine.config_loading import load_config
+from duda_engine.data.datasets import build_dataset
+from duda_engine.data.decoding import read_image
+from duda_engine.data.samples import DatasetError
 from duda_engine.evaluate import EvalResult, colorize, evaluate_model, predict_logits
 from duda_engine.export import add_export_parser
 from duda_engine.models import PretrainedWeightsError

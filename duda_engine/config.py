@@ -1,4 +1,5 @@
-"""The typed configuration of one run, loaded from YAML/JSON and validated at the edge.
+"""The typed configuration of one run, validated at the edge (loaded from data or YAML/JSON by
+``config_loading``).
 
 Every field has a docstring-like comment; unknown keys are rejected; every error names its field
 (``train.crop_size: must be ...``). Every number has the range a run can use (``bounded``), every
@@ -13,15 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from duda_engine.config_fields import ConfigError, Leaf, bounded, build_dataclass, path_field, path_list_field
+from duda_engine.config_fields import ConfigError, Leaf, bounded, path_field, path_list_field
 from duda_engine.methods import METHODS as METHOD_CLASSES  # the method registry (imports no torch)
 
 METHODS = tuple(METHOD_CLASSES)  # the names a config may give as ``method``
@@ -176,7 +173,7 @@ class ExperimentConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# The fields as a list, and loading: dict -> dataclasses, with unknown keys and wrong types rejected.
+# The fields as a list.
 # --------------------------------------------------------------------------------------------
 
 
@@ -205,62 +202,6 @@ def leaf_value(config: ExperimentConfig, name: str) -> Any:
     for key in name.split("."):
         value = getattr(value, key)
     return value
-
-
-# Switches of settled experiments, removed from the config, with the value whose behaviour the engine
-# kept. A stored config (a checkpoint's, a run's row) that holds one at that value loads as before;
-# another value is refused: the engine no longer has that behaviour.
-RETIRED = {"duda.handover": False, "duda.kd_teacher_view": "clean", "duda.inconsistency_normalise": "classes",
-           "duda.inconsistency_on_kd": False, "duda.inconsistency_during_pre_adaptation": False,
-           "self_training.classmix_on_device": False}
-
-
-def without_retired(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` without the retired switches that hold their kept value (a copy; ``data`` is not changed)."""
-    data = dict(data)
-    for dotted, kept in RETIRED.items():
-        section, key = dotted.split(".")
-        if isinstance(data.get(section), dict) and key in data[section]:
-            if data[section][key] != kept:
-                raise ConfigError(dotted, f"was removed; only its value {kept!r} remains (the engine's behaviour)")
-            data[section] = {k: v for k, v in data[section].items() if k != key}
-    return data
-
-
-def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Build a config from plain data; raises ConfigError naming the first wrong field."""
-    if not isinstance(data, dict):
-        raise ConfigError("", "a config must be a mapping at the top level")
-    config = build_dataclass(ExperimentConfig, without_retired(data))
-    check_values(config)
-    return config
-
-
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read a YAML or JSON config file; ``overrides`` maps dotted keys to values."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"config file {path} does not exist")
-    text = path.read_text()
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConfigError("", f"config file {path} is not valid {path.suffix[1:].upper()}: {error}") from None
-    data = data or {}
-    for dotted, value in (overrides or {}).items():
-        apply_override(data, dotted, value)
-    return config_from_dict(data)
-
-
-def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``, creating mappings on the way."""
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(dotted, "cannot override inside a non-mapping value")
-    node[keys[-1]] = value
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from duda_engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from duda_engine.config import ExperimentConfig, config_from_dict
+from duda_engine.config import ExperimentConfig
+from duda_engine.config_loading import config_from_dict
 from duda_engine.data.classes import ClassSpec
 from duda_engine.models import Segmentor, build_segmentor
 from duda_engine.validation import class_spec

@@ -12,8 +12,10 @@ import torch
 
 from duda_engine.config import ConfigError, ExperimentConfig, check_values
 from duda_engine.data.classes import CITYSCAPES, ClassSpec
-from duda_engine.data.datasets import DatasetError, check_dataset, image_size
+from duda_engine.data.dataset_check import check_dataset
+from duda_engine.data.decoding import image_size
 from duda_engine.data.layouts import find_samples
+from duda_engine.data.samples import DatasetError
 from duda_engine.models import IMAGENET, PretrainedWeightsError, UnknownPresetError, get_preset, imagenet_weights_file
 
 

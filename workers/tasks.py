@@ -4,7 +4,7 @@
 one whose worker is alive, is left alone), and the engine resumes from the latest checkpoint in the
 run folder. Late acknowledgement and ``reject_on_worker_lost`` mean a message is only gone once the
 task has returned; a worker killed outright leaves a stale heartbeat that ``reap_stale_runs``
-(at worker start, then periodically, on its own queue: ``workers.celery_app``) turns into a fresh
+(at worker start, then periodically, on its own queue: ``webapp.celery_app``) turns into a fresh
 message.
 """
 
@@ -20,6 +20,8 @@ from pathlib import Path
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.db import close_old_connections
+
+from webapp.celery_app import REAP_STALE_RUNS, RUN_ADAPTATION, app
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +76,10 @@ def worker_host(task_hostname: str | None) -> str:
     return task_hostname or f"worker@{socket.gethostname()}"
 
 
-@shared_task(name="runs.run_adaptation", acks_late=True, reject_on_worker_lost=True, ignore_result=True, bind=True)
+@shared_task(name=RUN_ADAPTATION, acks_late=True, reject_on_worker_lost=True, ignore_result=True, bind=True)
 def run_adaptation(self, run_id: int) -> str:
     """Train run ``run_id`` with the engine; every outcome ends in a status (or leaves the run alone)."""
-    from duda_engine.config import config_from_dict
+    from duda_engine.config_loading import config_from_dict
     from webapp.runs.services import claims, lifecycle, limits, worker
     from workers.callbacks import Heartbeat, RunCallbacks
 
@@ -127,7 +129,7 @@ def run_adaptation(self, run_id: int) -> str:
         heartbeat.stop()
 
 
-@shared_task(name="runs.reap_stale_runs", ignore_result=True)
+@shared_task(name=REAP_STALE_RUNS, ignore_result=True)
 def reap_stale_runs() -> list:
     """Requeue or fail runs whose worker stopped beating, send stranded queued runs again (scheduled by
     Celery beat, routed to ``MAINTENANCE_QUEUE``, which no training worker reads)."""
@@ -167,10 +169,4 @@ def setup_periodic_tasks(sender, **kwargs) -> None:
     sender.add_periodic_task(interval, reap_stale_runs.s(), name="reap stale runs")
 
 
-def _connect_beat() -> None:
-    from workers.celery_app import app
-
-    app.on_after_finalize.connect(setup_periodic_tasks, weak=False)
-
-
-_connect_beat()
+app.on_after_finalize.connect(setup_periodic_tasks, weak=False)

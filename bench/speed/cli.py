@@ -10,7 +10,7 @@ from bench.speed.machine import BenchSettings
 from bench.speed.report import format_table, write_report
 from bench.speed.run import run_bench
 from duda_engine.config import ConfigError
-from duda_engine.data.datasets import DatasetError
+from duda_engine.data.samples import DatasetError
 
 
 def _names(values: list[str] | None) -> list[str]:

@@ -24,9 +24,10 @@ from bench.speed.cases import (
 from bench.speed.machine import BenchSettings, MemoryProbe, device_info, load_average, spread, synchronize
 from bench.speed.training import compare_traces, failure_text, loss_trace, measure_interleaved, measure_training
 from bench.speed.workload import bench_config
-from duda_engine.config import ConfigError, load_config
+from duda_engine.config import ConfigError
+from duda_engine.config_loading import load_config
 from duda_engine.data.classes import CITYSCAPES
-from duda_engine.data.datasets import DatasetError
+from duda_engine.data.samples import DatasetError
 from duda_engine.methods.common import autocast
 from duda_engine.models import UnknownPresetError, build_segmentor, count_parameters, get_preset
 from duda_engine.train import seed_everything

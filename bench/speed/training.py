@@ -15,7 +15,7 @@ from bench.speed.cases import BENCH_FIRST_STEP, COMPILE_MIN_WARMUP
 from bench.speed.machine import MemoryProbe, load_average, spread, synchronize
 from bench.speed.workload import PipelineBatches, apply_tweaks, synthetic_batches
 from duda_engine.config import ConfigError, ExperimentConfig
-from duda_engine.data.datasets import DatasetError
+from duda_engine.data.samples import DatasetError
 from duda_engine.methods import build_method
 from duda_engine.train import seed_everything
 from duda_engine.validation import class_spec, resolve_device

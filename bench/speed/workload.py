@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.speed.cases import BENCH_TOTAL_ITERATIONS, BenchError, Case, Variant
-from duda_engine.config import ExperimentConfig, config_from_dict
+from duda_engine.config import ExperimentConfig
+from duda_engine.config_loading import config_from_dict
 from duda_engine.methods import Method
 from duda_engine.methods.common import Batch, to_batch
 from duda_engine.methods.duda import Duda

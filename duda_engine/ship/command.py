@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from duda_engine.checkpoint import CheckpointError, atomic_write_bytes
-from duda_engine.config import ConfigError, load_config
-from duda_engine.data.datasets import DatasetError
+from duda_engine.config import ConfigError
+from duda_engine.config_loading import load_config
+from duda_engine.data.samples import DatasetError
 from duda_engine.export import ExportError, command_export
 
 

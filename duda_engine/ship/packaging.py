@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from duda_engine.checkpoint import CheckpointError, sha256_file
-from duda_engine.config import ExperimentConfig, config_from_dict
+from duda_engine.config import ExperimentConfig
+from duda_engine.config_loading import config_from_dict
 from duda_engine.evaluate import EvalResult
 from duda_engine.export import ExportResult, export_student
 from duda_engine.ship.card import iou_or_none, model_card, write_card

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from duda_engine.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from duda_engine.config import ConfigError, ExperimentConfig
+from duda_engine.config_loading import config_from_dict, load_config
 
 
 def test_defaults_are_valid_and_round_trip():

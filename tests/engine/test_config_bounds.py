@@ -9,7 +9,8 @@ import typing
 
 import pytest
 
-from duda_engine.config import ConfigError, config_from_dict, config_leaves, load_config
+from duda_engine.config import ConfigError, config_leaves
+from duda_engine.config_loading import config_from_dict, load_config
 
 VALID = {"source": {"domain": "synthetic_a"}, "target": {"domain": "real"}}
 NUMERIC = [leaf for leaf in config_leaves() if leaf.scalar in (int, float)]

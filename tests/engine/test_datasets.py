@@ -19,15 +19,9 @@ from torch.utils.data import DataLoader
 
 from duda_engine.config import DatasetConfig
 from duda_engine.data.classes import CITYSCAPES, ClassSpec
-from duda_engine.data.datasets import (
-    DatasetError,
-    InfiniteRandomSampler,
-    Sample,
-    SegmentationDataset,
-    build_dataset,
-    check_dataset,
-    describe_dataset,
-)
+from duda_engine.data.dataset_check import check_dataset, describe_dataset
+from duda_engine.data.datasets import InfiniteRandomSampler, SegmentationDataset, build_dataset
+from duda_engine.data.samples import DatasetError, Sample
 
 FIVE = ClassSpec(
     names=("a", "b", "c", "d", "e"),

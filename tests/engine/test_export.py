@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from duda_engine import export
-from duda_engine.config import config_from_dict
+from duda_engine.config_loading import config_from_dict
 from duda_engine.export import ExportError, export_student, read_metadata
 from duda_engine.models import build_segmentor
 from duda_engine.student import load_student, save_student

@@ -13,7 +13,8 @@ import torchvision
 from PIL import Image
 
 from duda_engine import cli
-from duda_engine.config import ConfigError, config_from_dict
+from duda_engine.config import ConfigError
+from duda_engine.config_loading import config_from_dict
 from duda_engine.export import export_student, read_metadata
 from duda_engine.models import (
     IMAGENET_MEAN,

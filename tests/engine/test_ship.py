@@ -11,7 +11,7 @@ from PIL import Image
 
 from duda_engine import cli
 from duda_engine.checkpoint import sha256_file
-from duda_engine.config import config_from_dict
+from duda_engine.config_loading import config_from_dict
 from duda_engine.data.datasets import build_dataset
 from duda_engine.evaluate import evaluate_model
 from duda_engine.export import ExportError, read_metadata

@@ -14,7 +14,8 @@ from PIL import Image
 
 from duda_engine.callbacks import Callbacks
 from duda_engine.checkpoint import CheckpointError, latest_full_checkpoint, load_checkpoint
-from duda_engine.config import ConfigError, config_from_dict
+from duda_engine.config import ConfigError
+from duda_engine.config_loading import config_from_dict
 from duda_engine.student import load_student
 from duda_engine.train import train
 from tests.conftest import REPO_ROOT

@@ -164,7 +164,7 @@ def queue_length() -> int:
 def broker_unreachable() -> Iterator[None]:
     """This process's Celery app sends its messages to a closed port: the broker is down for it alone
     (the shared Redis server keeps serving everyone else)."""
-    from workers.celery_app import app
+    from webapp.celery_app import app
 
     saved = app.conf.broker_write_url, app._pool, app.amqp._producer_pool
     app.conf.broker_write_url = "redis://127.0.0.1:1/0"

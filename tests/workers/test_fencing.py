@@ -26,7 +26,7 @@ def events(run_id: int) -> list[str]:
 
 def test_the_engine_stops_before_its_next_checkpoint_once_another_claim_holds_the_run(
         django_db_setup, toy_data, api, tmp_path, settings):
-    from duda_engine.config import config_from_dict
+    from duda_engine.config_loading import config_from_dict
     from duda_engine.train import train
 
     settings.RUN_STALE_AFTER_S = 4

@@ -18,7 +18,9 @@ def start_embedded_worker() -> threading.Thread:
     """Start one solo Celery worker in a daemon thread of this process."""
     from django.conf import settings
 
-    from workers.celery_app import TRAINING_QUEUE, app
+    from webapp.celery_app import TRAINING_QUEUE, app, load_worker_tasks
+
+    load_worker_tasks()
 
     # kombu's filesystem transport needs its folders before the consumer declares its queue.
     options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})

@@ -173,7 +173,8 @@ def toy_benchmarks() -> list[dict[str, Any]]:
 
 def launch_defaults(base: dict[str, Any]) -> dict[str, Any]:
     """The values the launch form shows for a base config (the engine's defaults where it is silent)."""
-    from duda_engine.config import ExperimentConfig, config_from_dict
+    from duda_engine.config import ExperimentConfig
+    from duda_engine.config_loading import config_from_dict
 
     try:
         config = config_from_dict({k: v for k, v in base.items() if k != "output_dir"})
@@ -194,7 +195,7 @@ def _describe(config: dict[str, Any]) -> dict[str, Any]:
     """The engine's description of a dataset folder (cached briefly: it walks the folders)."""
     from duda_engine.config import DatasetConfig
     from duda_engine.data.classes import CITYSCAPES
-    from duda_engine.data.datasets import describe_dataset
+    from duda_engine.data.dataset_check import describe_dataset
 
     key = repr(sorted(config.items()))
     now = time.monotonic()

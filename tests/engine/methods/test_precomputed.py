@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from duda_engine.config import ConfigError, config_from_dict
+from duda_engine.config import ConfigError
+from duda_engine.config_loading import config_from_dict
 from duda_engine.data.pipeline import build_training_data, step_loader
 from duda_engine.methods import build_method
 from duda_engine.methods.common import to_batch

@@ -46,7 +46,7 @@ def test_create_saves_the_engine_config_and_enqueues_after_commit(alice, runs_di
 
 
 def test_the_engine_validates_the_launch(alice):
-    from duda_engine.config import config_from_dict
+    from duda_engine.config_loading import config_from_dict
     from duda_engine.validation import validate_config
 
     run = launch(alice, method="self_training", crop_size=[96, 128])

@@ -150,7 +150,8 @@ def _teacher_runs(*, owner, spec: LaunchSpec) -> list[Run]:
 
 def _check_teacher_classes(config, teachers: list[Run]) -> None:
     """A frozen teacher must predict the classes of the run it teaches, in the same order."""
-    from duda_engine.config import ConfigError, config_from_dict
+    from duda_engine.config import ConfigError
+    from duda_engine.config_loading import config_from_dict
     from duda_engine.validation import class_spec
 
     names = class_spec(config).names
@@ -175,7 +176,8 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
     ``teachers``: finished runs whose student checkpoints become ``duda.frozen_teachers``. Paths in the
     overrides are decided by ``confine``: a user names data only by what the server offers.
     """
-    from duda_engine.config import ConfigError, config_from_dict
+    from duda_engine.config import ConfigError
+    from duda_engine.config_loading import config_from_dict
     from duda_engine.validation import validate_config
 
     if spec.benchmark:

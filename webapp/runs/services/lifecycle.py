@@ -25,12 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def run_enqueue(run_id: int, *, say_on_failure: bool = True) -> bool:
-    """Send the run's task message. When the broker is down the run stays queued and the reaper sends
-    it again (``run_reap_stale``); the task ignores any duplicate."""
-    from workers.tasks import run_adaptation
+    """Send the run's task message, by the task's name (the web app does not import the task's code).
+    When the broker is down the run stays queued and the reaper sends it again (``run_reap_stale``);
+    the task ignores any duplicate."""
+    from webapp.celery_app import RUN_ADAPTATION, TRAINING_QUEUE, app
 
     try:
-        run_adaptation.delay(run_id)
+        app.send_task(RUN_ADAPTATION, args=[run_id], queue=TRAINING_QUEUE, ignore_result=True)
         return True
     except Exception as error:  # noqa: BLE001 - the broker is down: say so on the run
         log.exception("could not enqueue run %s", run_id)

@@ -21,7 +21,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, schedule: str, loglevel: str, **options):
         check_services(settings.DATABASES["default"], settings.REDIS_URL or None)
-        from workers.celery_app import MAINTENANCE_QUEUE, app
+        from webapp.celery_app import MAINTENANCE_QUEUE, app, load_worker_tasks
+
+        load_worker_tasks()
 
         connections.close_all()  # beat runs in a forked child: it must not share this process's connections
         worker = app.Worker(hostname=f"maintenance@{socket.gethostname()}", pool="solo", concurrency=1,

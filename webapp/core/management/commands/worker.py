@@ -34,7 +34,9 @@ class Command(BaseCommand):
             os.environ["DUDA_WORKER_GPU"] = gpu
             ranks = len(gpus)
         os.environ["DUDA_WORKER_RANKS"] = str(ranks)
-        from workers.celery_app import TRAINING_QUEUE, app
+        from webapp.celery_app import TRAINING_QUEUE, app, load_worker_tasks
+
+        load_worker_tasks()
 
         hostname = f"gpu{gpu.replace(',', '-')}@{socket.gethostname()}" if gpus else f"cpu@{socket.gethostname()}"
         worker = app.Worker(hostname=hostname, pool="solo", concurrency=1, loglevel=loglevel, prefetch_multiplier=1,
