@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from duda_engine.callbacks import CallbackList
-from duda_engine.config import config_from_dict
+from duda_engine.config_loading import config_from_dict
 from duda_engine.train import train
 from tests.conftest import REPO_ROOT
 from tests.engine.conftest import write_domain
