@@ -243,26 +243,28 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
     return BuiltConfig(config.to_dict(), source_key, target_key, spec.benchmark)
 
 
-def _resolve_baseline(*, owner, spec: LaunchSpec, built: BuiltConfig) -> Run | None:
+def _resolve_baseline(*, owner, spec: LaunchSpec, built: BuiltConfig) -> tuple[Run | None, bool]:
+    """The baseline a launch names and whether it is ``auto``: then the run page finds the latest
+    matching one whenever it is read (``selectors.baseline_of``); the one found now is kept as a record."""
     if built.config["method"] == "source_only" or spec.baseline is None or spec.baseline == "":
-        return None
-    candidates = selectors.baseline_candidates(
-        user=owner, target_dataset=built.target_key, student=built.config["model"]["student"]
-    )
+        return None, False
+    student = built.config["model"]["student"]
+    candidates = selectors.matching_baselines(user=owner, target_dataset=built.target_key, student=student,
+                                              config=built.config)
     if spec.baseline == AUTO:
-        return candidates.first()
+        return (candidates[0] if candidates else None), True
     try:
         wanted = int(spec.baseline)
     except (TypeError, ValueError):
         raise ApplicationError.invalid("bad baseline", fields={"baseline": ["must be a run id"]}) from None
-    baseline = candidates.filter(pk=wanted).first()
+    baseline = next((run for run in candidates if run.pk == wanted), None)
     if baseline is None:
         raise ApplicationError.invalid(
             "bad baseline",
             fields={"baseline": [f"run {wanted} is not a succeeded source-only run of yours on {built.target_key} "
-                                 f"with student {built.config['model']['student']}"]},
+                                 f"with student {student} and the same classes"]},
         )
-    return baseline
+    return baseline, False
 
 
 def _prepare_folder(folder: Path) -> None:
@@ -276,33 +278,46 @@ def _prepare_folder(folder: Path) -> None:
 
 
 def run_create(*, owner, spec: LaunchSpec) -> Run:
-    """Validate a launch with the engine, save the run as queued and enqueue it after commit."""
+    """Validate a launch with the engine, save the run as queued and enqueue it after commit; with
+    ``with_baselines``, also its baselines (``services.groups.run_group_create``)."""
     teachers = _teacher_runs(owner=owner, spec=spec)
     built = build_engine_config(spec, teachers)
-    baseline = _resolve_baseline(owner=owner, spec=spec, built=built)
-    config = built.config
+    if spec.with_baselines:
+        from webapp.runs.services.groups import run_group_create
+
+        return run_group_create(owner=owner, spec=spec, built=built, teachers=teachers)
+    baseline, auto = _resolve_baseline(owner=owner, spec=spec, built=built)
     with transaction.atomic():
-        run = Run.objects.create(
-            owner=owner,
-            name=config["name"][:200],
-            method=config["method"],
-            benchmark=built.benchmark,
-            source_dataset=built.source_key if config["method"] != "oracle" else "",
-            target_dataset=built.target_key,
-            student=config["model"]["student"],
-            auxiliary=config["model"]["auxiliary"] if config["method"] == "duda" else "",
-            config=config,
-            baseline=baseline,
-            total_steps=config["train"]["iterations"],
-        )
-        folder = Path(settings.RUNS_DIR) / str(run.pk)
-        config["output_dir"] = str(folder)
-        run.config = config
-        run.output_dir = str(folder)
-        run.save(update_fields=["config", "output_dir"])
-        run.teachers.set(teachers)
-        _prepare_folder(folder)
-        RunEvent.objects.create(run=run, message=f"queued by {owner.get_username()}")
-        run_id = run.pk
-        transaction.on_commit(lambda: run_enqueue(run_id))
+        return run_save(owner=owner, built=built, teachers=teachers, baseline=baseline, baseline_auto=auto)
+
+
+def run_save(*, owner, built: BuiltConfig, teachers: list[Run] = (), baseline: Run | None = None,
+             baseline_auto: bool = False) -> Run:
+    """Save a validated launch as a queued run with its folder, and enqueue it once the caller's
+    transaction commits (call inside ``transaction.atomic``)."""
+    config = copy.deepcopy(built.config)
+    run = Run.objects.create(
+        owner=owner,
+        name=config["name"][:200],
+        method=config["method"],
+        benchmark=built.benchmark,
+        source_dataset=built.source_key if config["method"] != "oracle" else "",
+        target_dataset=built.target_key,
+        student=config["model"]["student"],
+        auxiliary=config["model"]["auxiliary"] if config["method"] == "duda" else "",
+        config=config,
+        baseline=baseline,
+        baseline_auto=baseline_auto,
+        total_steps=config["train"]["iterations"],
+    )
+    folder = Path(settings.RUNS_DIR) / str(run.pk)
+    config["output_dir"] = str(folder)
+    run.config = config
+    run.output_dir = str(folder)
+    run.save(update_fields=["config", "output_dir"])
+    run.teachers.set(teachers)
+    _prepare_folder(folder)
+    RunEvent.objects.create(run=run, message=f"queued by {owner.get_username()}")
+    run_id = run.pk
+    transaction.on_commit(lambda: run_enqueue(run_id))
     return run
