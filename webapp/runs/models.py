@@ -286,6 +286,15 @@ class ExportStatus(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+# Allowed export status moves: a worker claims a queued export, then records its result or its error.
+EXPORT_TRANSITIONS: dict[str, frozenset[str]] = {
+    ExportStatus.QUEUED: frozenset({ExportStatus.RUNNING, ExportStatus.FAILED}),
+    ExportStatus.RUNNING: frozenset({ExportStatus.SUCCEEDED, ExportStatus.FAILED}),
+    ExportStatus.SUCCEEDED: frozenset(),
+    ExportStatus.FAILED: frozenset(),
+}
+
+
 class Export(models.Model):
     """A run's student packaged for shipping by a worker: float and int8 ONNX, their target mIoU and
     CPU speed, a model card. Its files live in ``exports/<id>/`` of the run folder, written whole
@@ -323,6 +332,9 @@ class Export(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in (ExportStatus.QUEUED, ExportStatus.RUNNING)
+
+    def can_transition(self, to: str) -> bool:
+        return to in EXPORT_TRANSITIONS[self.status]
 
     @property
     def folder(self) -> str:

@@ -73,6 +73,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "config_json": json.dumps(run.config, indent=2),
         "checkpoints": selectors.checkpoints_of(run=run),
         "teachers": selectors.teachers_of(run),
+        "baseline": selectors.baseline_of(run),
+        "group": selectors.group_of(run),
     })
 
 

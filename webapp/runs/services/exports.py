@@ -22,6 +22,20 @@ from webapp.runs.models import CheckpointKind, Export, ExportFile, ExportStatus,
 log = logging.getLogger(__name__)
 
 
+def export_transition(*, export_id: int, to: str, **changes: Any) -> Export | None:
+    """Move an export to status ``to`` under a row lock if ``models.EXPORT_TRANSITIONS`` allows it
+    (None otherwise: a duplicate message, or an export already ended); ``changes`` are saved with it."""
+    with transaction.atomic():
+        export = Export.objects.select_for_update().filter(pk=export_id).first()
+        if export is None or not export.can_transition(to):
+            return None
+        now = timezone.now()
+        changes["started_at" if to == ExportStatus.RUNNING else "finished_at"] = now
+        Export.objects.filter(pk=export_id).update(status=to, **changes)
+        export.refresh_from_db()
+    return export
+
+
 def export_enqueue(export_id: int) -> bool:
     """Send the export's task message by name (the web app does not import the task's code)."""
     from webapp.celery_app import EXPORT_RUN, TRAINING_QUEUE, app
@@ -31,10 +45,8 @@ def export_enqueue(export_id: int) -> bool:
         return True
     except Exception as error:  # noqa: BLE001 - the broker is down: say so on the export
         log.exception("could not enqueue export %s", export_id)
-        Export.objects.filter(pk=export_id, status=ExportStatus.QUEUED).update(
-            status=ExportStatus.FAILED, finished_at=timezone.now(),
-            error_message=f"could not send the export to the queue ({error}); ask again",
-        )
+        export_transition(export_id=export_id, to=ExportStatus.FAILED,
+                          error_message=f"could not send the export to the queue ({error}); ask again")
         return False
 
 
@@ -70,16 +82,11 @@ class ExportJob:
 
 def export_claim(*, export_id: int, worker_host: str) -> ExportJob | None:
     """Take a queued export for this worker (None: gone, or already taken: a duplicate message)."""
-    with transaction.atomic():
-        export = Export.objects.select_for_update().filter(pk=export_id).select_related("run").first()
-        if export is None or export.status != ExportStatus.QUEUED:
-            return None
-        export.status = ExportStatus.RUNNING
-        export.started_at = timezone.now()
-        export.worker_host = worker_host[:200]
-        export.save(update_fields=["status", "started_at", "worker_host"])
-        run = export.run
-        student = selectors.checkpoint_get(run=run, checkpoint=CheckpointKind.STUDENT)
+    export = export_transition(export_id=export_id, to=ExportStatus.RUNNING, worker_host=worker_host[:200])
+    if export is None:
+        return None
+    run = export.run
+    student = selectors.checkpoint_get(run=run, checkpoint=CheckpointKind.STUDENT)
     return ExportJob(export=export, run=run, checkpoint_path=str(run.resolve(student.path)),
                      baselines=selectors.export_baselines(run))
 
@@ -98,26 +105,21 @@ def export_record(*, export_id: int, files: list[ExportedFile], float_file: dict
                   card: dict[str, Any]) -> Export:
     """Store a packaged export's files and numbers, and mark it succeeded."""
     with transaction.atomic():
-        export = Export.objects.select_for_update().get(pk=export_id)
-        export.files.all().delete()
-        ExportFile.objects.bulk_create([ExportFile(export=export, kind=f.kind, name=f.name, path=f.path, size=f.size,
-                                                   sha256=f.sha256) for f in files])
-        export.input_height, export.input_width = float_file["height"], float_file["width"]
-        export.float_max_abs_diff = float_file["max_abs_diff"]
-        export.float_argmax_agreement = float_file["argmax_agreement"]
-        export.int8_argmax_agreement = int8_file["argmax_agreement"] if int8_file else None
-        export.float_miou = accuracy.get("float", {}).get("miou")
-        export.int8_miou = accuracy.get("int8", {}).get("miou")
-        export.per_class = {kind: a["per_class"] for kind, a in accuracy.items()}
-        export.speed = speed
-        export.card = card
-        export.status = ExportStatus.SUCCEEDED
-        export.finished_at = timezone.now()
-        export.error_message = ""
-        export.save()
+        ExportFile.objects.filter(export_id=export_id).delete()
+        ExportFile.objects.bulk_create([ExportFile(export_id=export_id, kind=f.kind, name=f.name, path=f.path,
+                                                   size=f.size, sha256=f.sha256) for f in files])
+        export = export_transition(
+            export_id=export_id, to=ExportStatus.SUCCEEDED,
+            input_height=float_file["height"], input_width=float_file["width"],
+            float_max_abs_diff=float_file["max_abs_diff"], float_argmax_agreement=float_file["argmax_agreement"],
+            int8_argmax_agreement=int8_file["argmax_agreement"] if int8_file else None,
+            float_miou=accuracy.get("float", {}).get("miou"), int8_miou=accuracy.get("int8", {}).get("miou"),
+            per_class={kind: a["per_class"] for kind, a in accuracy.items()}, speed=speed, card=card, error_message="",
+        )
+        if export is None:
+            raise ApplicationError.conflict(f"export {export_id} is no longer running")
     return export
 
 
 def export_fail(*, export_id: int, message: str) -> None:
-    Export.objects.filter(pk=export_id).update(status=ExportStatus.FAILED, finished_at=timezone.now(),
-                                               error_message=message[:10000])
+    export_transition(export_id=export_id, to=ExportStatus.FAILED, error_message=message[:10000])
