@@ -271,3 +271,5 @@ LOGGING = {
 # size for the speed figures, and target training images for int8 calibration.
 EXPORT_SPEED_RUNS = env_int("DUDA_EXPORT_SPEED_RUNS", 20, minimum=1)
 EXPORT_CALIBRATION_IMAGES = env_int("DUDA_EXPORT_CALIBRATION_IMAGES", 32, minimum=1)
+# An export still queued or running this long after it was asked for is failed when it is asked for again.
+EXPORT_TIMEOUT_S = env_int("DUDA_EXPORT_TIMEOUT_S", 2 * 3600, minimum=60)

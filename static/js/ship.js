@@ -63,6 +63,7 @@ function showExport(exp) {
   const button = $("export-button");
   const state = $("export-state");
   if (!exp) return;
+  state.dataset.export = exp.id;
   if (exp.status === "queued" || exp.status === "running") {
     button.disabled = true;
     state.textContent = `Export #${exp.id} ${exp.status} on ${exp.worker_host || "a worker"}…`;
@@ -111,7 +112,11 @@ async function loadExports() {
 
 async function waitForSuccess() {
   const run = await api(`/api/runs/${runId}/`);
-  if (run.status === "succeeded") $("export-button").disabled = false;
+  if (run.status === "succeeded") {
+    $("export-button").disabled = false;
+    if (!$("export-files").hidden || $("export-state").dataset.export) return;
+    $("export-state").textContent = "Float and int8 ONNX, verified against PyTorch, re-measured on the target's validation set, timed on the server's CPU, with a model card.";
+  }
   else if (run.status === "queued" || run.status === "running") setTimeout(waitForSuccess, 3000);
 }
 

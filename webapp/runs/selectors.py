@@ -58,7 +58,8 @@ def run_get(*, user, run_id) -> Run:
 
 def run_list(*, user, status: str = "", method: str = "", query: str = "", target: str = "", benchmark: str = "",
              student: str = "") -> QuerySet[Run]:
-    runs = runs_visible_to(user).select_related("owner")
+    runs = runs_visible_to(user).select_related(
+        "owner", "baseline", "led_group__source_only", "led_group__self_training", "launch_group")
     if status:
         runs = runs.filter(status__in=[s for s in status.split(",") if s])
     if method:
@@ -342,11 +343,11 @@ def compare_data(*, user, run_ids: list[int]) -> dict[str, Any]:
 
 
 def group_of(run: Run) -> RunGroup | None:
-    """The group a run leads, or else the group whose launch created it."""
-    group = RunGroup.objects.filter(lead=run).first()
-    if group is None and run.launch_group_id:
-        group = RunGroup.objects.filter(pk=run.launch_group_id).first()
-    return group
+    """The group a run leads, or else the group whose launch created it (``run_list`` selects both)."""
+    try:
+        return run.led_group
+    except RunGroup.DoesNotExist:
+        return run.launch_group if run.launch_group_id else None
 
 
 def latest_class_ious(run: Run) -> tuple[int | None, dict[int, float | None]]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -64,7 +66,11 @@ def export_create(*, user, run_id) -> tuple[Export, bool]:
         except ApplicationError:
             raise ApplicationError.conflict("the run has no student checkpoint to export") from None
         active = run.exports.filter(status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING]).first()
-        if active is not None:
+        if active is not None and timezone.now() - active.created_at > timedelta(seconds=settings.EXPORT_TIMEOUT_S):
+            export_transition(export_id=active.pk, to=ExportStatus.FAILED,
+                              error_message=f"no result after {settings.EXPORT_TIMEOUT_S} s: its worker stopped or "
+                                            f"its message was lost; asked again")
+        elif active is not None:
             return active, False
         export = Export.objects.create(run=run, checkpoint_step=student.step)
         export_id = export.pk
