@@ -54,27 +54,45 @@ def _shown(name: str, value) -> str:
     return "x".join(map(str, value)) if name == "crop_size" else str(value)
 
 
-def parse_overrides(text: str) -> dict:
+def override_lines(text: str) -> tuple[dict, dict[str, int], list[str]]:
     """``key.sub = value`` (or ``key.sub: value``) per line; values are YAML (``3``, ``true``, ``[1, 2]``)
-    without anchors or aliases (see ``inputs.yaml_value``)."""
-    overrides = {}
+    without anchors or aliases (see ``inputs.yaml_value``). Blank lines and ``#`` comments are skipped.
+
+    Returns the overrides, the line number of each key, and one message per bad line (every one, each
+    starting with its line number)."""
+    overrides, lines, errors = {}, {}, []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         separator = "=" if "=" in line else ":" if ":" in line else None
         if separator is None:
-            raise forms.ValidationError(f"line {number}: expected key = value, got {inputs.quote(line)}")
+            errors.append(f"line {number}: expected key = value, got {inputs.quote(line)}")
+            continue
         key, value = (part.strip() for part in line.split(separator, 1))
         if not key:
-            raise forms.ValidationError(f"line {number}: the key is empty")
+            errors.append(f"line {number}: the key is empty")
+            continue
         if not _CONFIG_KEY.fullmatch(key):
-            raise forms.ValidationError(f"line {number}: {inputs.quote(key)} is not a dotted config key")
+            errors.append(f"line {number}: {inputs.quote(key)} is not a dotted config key")
+            continue
+        if key in lines:
+            errors.append(f"line {number}: {key} is set again (first on line {lines[key]})")
+            continue
         try:
             overrides[key] = inputs.yaml_value(value) if value else ""
         except ValueError as error:
-            raise forms.ValidationError(f"line {number}: {inputs.quote(value)} is not a valid value: {error}") from None
-    return overrides
+            errors.append(f"line {number}: {inputs.quote(value)} is not a valid value: {error}")
+        lines[key] = number
+    return overrides, lines, errors
+
+
+def _with_line(message: str, lines: dict[str, int]) -> str:
+    """``message`` ("train.iterations: must be ...") prefixed with the line of the override it names."""
+    for key in sorted(lines, key=len, reverse=True):
+        if message.startswith(key) and message[len(key):len(key) + 1] in (":", ".", "["):
+            return f"line {lines[key]}: {message}"
+    return message
 
 
 def _launch_form_field(f: launch_schema.LaunchField) -> forms.Field:
@@ -115,6 +133,7 @@ class RunLaunchForm(forms.Form):
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields = {f.name: _launch_form_field(f) for f in launch_schema.FIELDS}
+        self.override_lines: dict[str, int] = {}  # each override's line in the text (for the engine's errors)
         self.fields["teachers"].choices = [
             (run.pk, f"#{run.pk} {run.name} — {run.method}, {run.student}"
                      + (f", {run.final_miou:.1f} mIoU" if run.final_miou is not None else ""))
@@ -177,7 +196,10 @@ class RunLaunchForm(forms.Form):
         return run_id
 
     def clean_overrides(self):
-        return parse_overrides(self.cleaned_data.get("overrides", ""))
+        overrides, self.override_lines, errors = override_lines(self.cleaned_data.get("overrides", ""))
+        if errors:
+            raise forms.ValidationError(errors)
+        return overrides
 
     def clean(self):
         data = super().clean()
@@ -203,4 +225,6 @@ class RunLaunchForm(forms.Form):
             self.add_error(None, error.message)
         for name, messages in error.fields.items():
             for message in messages:
+                if name == "overrides":
+                    message = _with_line(message, self.override_lines)
                 self.add_error(name if name in self.fields else None, message)
