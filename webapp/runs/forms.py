@@ -37,8 +37,40 @@ class AsciiFloatField(forms.FloatField):
         return super().to_python(text)
 
 
+# Option texts stay short enough for a select at a phone's width (about 40 characters); the chosen
+# option's whole description shows under its select (``option_details``, static/js/select_details.js).
+WEIGHTS_SHORT = {
+    launch_schema.WEIGHTS_AUTO: "ImageNet where a preset has them",
+    launch_schema.WEIGHTS_IMAGENET: "ImageNet for every network",
+    launch_schema.WEIGHTS_RANDOM: "random initialisation",
+}
+
+
 def _preset_label(preset: dict) -> str:
-    return f"{preset['name']} — {preset['description']}" + (" · ImageNet weights" if preset["imagenet_weights"] else "")
+    """``lite0 — EfficientNet-Lite0 · ImageNet``: the name, the backbone, and whether ImageNet weights are here."""
+    backbone = preset["description"].split(" + ", 1)[0]
+    return f"{preset['name']} — {backbone}" + (" · ImageNet" if preset["imagenet_weights"] else "")
+
+
+def _preset_detail(preset: dict) -> str:
+    return preset["description"] + (" · ImageNet weights on this server" if preset["imagenet_weights"] else "")
+
+
+def _method_label(label: str) -> tuple[str, str]:
+    """``DUDA (heavy teacher + …)`` -> ("DUDA", "heavy teacher + …")."""
+    short, _, detail = label.partition(" (")
+    return short, detail.removesuffix(")")
+
+
+def option_details() -> dict[str, dict[str, str]]:
+    """Per select, per value: the whole description of an option whose text is kept short."""
+    presets = {p["name"]: _preset_detail(p) for p in catalog.presets()}
+    return {
+        "method": {m["name"]: _method_label(m["label"])[1] for m in catalog.methods()},
+        "student": presets,
+        "auxiliary": presets,
+        "weights": dict(launch_schema.WEIGHTS_CHOICES),
+    }
 
 
 def _preset_choices(heavy_first: bool) -> list:
@@ -146,7 +178,9 @@ class RunLaunchForm(forms.Form):
         self.fields["benchmark"].choices = [(b["key"], b["label"]) for b in benchmarks] + [("", "— a source/target pair —")]
         self.fields["source"].choices = [("", "—")] + [(d.key, self._dataset_label(d)) for d in datasets]
         self.fields["target"].choices = [("", "—")] + [(d.key, self._dataset_label(d)) for d in datasets]
-        self.fields["method"].choices = [(m["name"], m["label"]) for m in catalog.methods()]
+        self.fields["method"].choices = [(m["name"], _method_label(m["label"])[0]) for m in catalog.methods()]
+        self.fields["weights"].choices = [(value, WEIGHTS_SHORT.get(value, text)) for value, text in
+                                          launch_schema.WEIGHTS_CHOICES.items()]
         self.fields["student"].choices = _preset_choices(heavy_first=False)
         self.fields["auxiliary"].choices = _preset_choices(heavy_first=True)
         shown = self._base_defaults()
