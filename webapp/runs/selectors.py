@@ -70,13 +70,25 @@ def run_list(*, user, status: str = "", method: str = "", query: str = "", targe
         runs = runs.filter(benchmark=benchmark)
     if student:
         runs = runs.filter(student=student)
-    if query:
-        q = Q(name__icontains=query) | Q(source_dataset__icontains=query) | Q(target_dataset__icontains=query)
-        run_id = inputs.positive_int(query)
-        if run_id is not None:
-            q |= Q(pk=run_id)
-        runs = runs.filter(q)
+    if query.strip():
+        runs = runs.filter(run_search(query))
     return runs
+
+
+def run_search(query: str) -> Q:
+    """What the runs' search box matches: "#4" is run 4 only; other text matches a part of the name,
+    the source or target dataset or the benchmark (any case), and digits also the id ("4" finds run 4
+    and "toy_gta2real" for "2"). Leading and trailing spaces are ignored."""
+    text = query.strip()
+    if text.startswith("#"):  # "#4": that run only
+        run_id = inputs.positive_int(text[1:].strip())
+        return Q(pk=run_id) if run_id is not None else Q(pk__in=[])
+    q = (Q(name__icontains=text) | Q(source_dataset__icontains=text) | Q(target_dataset__icontains=text)
+         | Q(benchmark__icontains=text))
+    run_id = inputs.positive_int(text)
+    if run_id is not None:
+        q |= Q(pk=run_id)
+    return q
 
 
 def baseline_candidates(*, user, target_dataset: str, student: str) -> QuerySet[Run]:

@@ -95,6 +95,85 @@ def _merge(node: dict[str, Any], key: str, value: Any) -> None:
         node[key] = value
 
 
+MAX_OVERRIDE_ERRORS = 20  # bad overrides reported at once
+
+
+def _override_of(config_field: str, overrides: dict[str, Any]) -> str | None:
+    """The override a ConfigError's dotted field comes from, or None."""
+    bare = config_field.split("[", 1)[0]
+    if not bare:
+        return None
+    for key in overrides:
+        if bare == key or bare.startswith(key + ".") or key.startswith(bare + "."):
+            return key
+    return None
+
+
+def _confined_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The overrides whose keys and paths ``confine`` allows (stripped keys), and a message per other one."""
+    kept: dict[str, Any] = {}
+    errors: list[str] = []
+    for dotted, value in overrides.items():
+        if not isinstance(dotted, str) or not dotted.strip():
+            errors.append(f"{dotted!r} is not a config key")
+            continue
+        tree: dict[str, Any] = {}
+        _set(tree, dotted.strip(), copy.deepcopy(value))
+        try:
+            confine.confined_paths(tree)
+        except ApplicationError as error:
+            errors.extend(error.fields.get("overrides") or [error.message])
+            continue
+        kept[dotted.strip()] = value
+    return kept, errors
+
+
+def _overridden(base: dict[str, Any], overrides: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the overrides applied (their paths as ``confine`` resolves them), then ``fixed``."""
+    data = copy.deepcopy(base)
+    tree: dict[str, Any] = {}  # what the overrides alone set, as a config tree
+    for dotted, value in overrides.items():
+        _set(data, dotted, copy.deepcopy(value))
+        _set(tree, dotted, copy.deepcopy(value))
+    for dotted, value in {**confine.confined_paths(tree), **fixed}.items():
+        _set(data, dotted, copy.deepcopy(value))
+    return data
+
+
+def _validated_config(base: dict[str, Any], spec: LaunchSpec, fixed: dict[str, Any]):
+    """The engine's config of ``base`` with the launch's overrides and ``fixed``, validated by the engine.
+
+    Every bad override is reported, not only the first (up to ``MAX_OVERRIDE_ERRORS``): an engine error
+    that names an override's key drops that override and validates again; one that names none is
+    reported alone when no override was bad (else it may be a consequence of a dropped one)."""
+    from duda_engine.config import ConfigError
+    from duda_engine.config_loading import config_from_dict
+    from duda_engine.validation import validate_config
+
+    kept, errors = _confined_overrides(spec.overrides)
+    config = None
+    while len(errors) < MAX_OVERRIDE_ERRORS:
+        try:
+            config = config_from_dict(_overridden(base, kept, fixed))
+            validate_config(config)
+            break
+        except ConfigError as error:
+            key = _override_of(error.field or "", kept)
+            if key is None:
+                if errors:
+                    break
+                raise _config_error(error, spec) from None
+            errors.append(f"{error.field}: {error.message}")
+            del kept[key]
+        except Exception as error:  # noqa: BLE001 - an engine check that failed unexpectedly: still the input's fault
+            log.warning("launch validation failed unexpectedly", exc_info=True)
+            raise ApplicationError.invalid(f"the config cannot be validated: {type(error).__name__}: {error}") from None
+    if errors:
+        summary = errors[0] if len(errors) == 1 else f"{len(errors)} bad overrides"
+        raise ApplicationError.invalid(summary, fields={"overrides": errors})
+    return config
+
+
 def _pretrained_sources(weights: str, data: dict[str, Any]) -> dict[str, str]:
     """``model.*_pretrained`` for the launch's ``weights`` choice and the method and presets in ``data``
     (the base config with the launch fields): ``"imagenet"`` for each chosen network (the student, and
@@ -176,10 +255,6 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
     ``teachers``: finished runs whose student checkpoints become ``duda.frozen_teachers``. Paths in the
     overrides are decided by ``confine``: a user names data only by what the server offers.
     """
-    from duda_engine.config import ConfigError
-    from duda_engine.config_loading import config_from_dict
-    from duda_engine.validation import validate_config
-
     if spec.benchmark:
         try:
             base = catalog.benchmark_base_config(spec.benchmark)
@@ -215,30 +290,15 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
             _set(data, dotted, list(value) if isinstance(value, tuple) else value)
     for dotted, source in _pretrained_sources(spec.weights, data).items():  # before the overrides: they win
         _set(data, dotted, source)
-    overridden: dict[str, Any] = {}  # what the overrides alone set, as a config tree
-    for dotted, value in spec.overrides.items():
-        if not isinstance(dotted, str) or not dotted.strip():
-            raise ApplicationError.invalid("bad override", fields={"overrides": [f"{dotted!r} is not a config key"]})
-        _set(data, dotted.strip(), copy.deepcopy(value))
-        _set(overridden, dotted.strip(), copy.deepcopy(value))
-    for dotted, value in confine.confined_paths(overridden).items():
-        _set(data, dotted, value)
+    fixed: dict[str, Any] = {}  # set by the server after the overrides: they cannot change these
     if teachers:
         students = [run.folder / selectors.checkpoint_get(run=run, checkpoint=CheckpointKind.STUDENT).path for run in teachers]
-        _set(data, "duda.frozen_teachers", [str(path) for path in students])
-        _set(data, "duda.frozen_teachers_precompute", bool(spec.precompute_teachers))
+        fixed["duda.frozen_teachers"] = [str(path) for path in students]
+        fixed["duda.frozen_teachers_precompute"] = bool(spec.precompute_teachers)
     default_name = f"{spec.method} {spec.benchmark or f'{source_key} → {target_key}'}"
-    data["name"] = (spec.name or "").strip() or default_name
-    data["output_dir"] = str(Path(settings.RUNS_DIR) / "pending")
-
-    try:
-        config = config_from_dict(data)
-        validate_config(config)
-    except ConfigError as error:
-        raise _config_error(error, spec) from None
-    except Exception as error:  # noqa: BLE001 - an engine check that failed unexpectedly: still the input's fault
-        log.warning("launch validation failed unexpectedly", exc_info=True)
-        raise ApplicationError.invalid(f"the config cannot be validated: {type(error).__name__}: {error}") from None
+    fixed["name"] = (spec.name or "").strip() or default_name
+    fixed["output_dir"] = str(Path(settings.RUNS_DIR) / "pending")
+    config = _validated_config(data, spec, fixed)
     _check_teacher_classes(config, list(teachers))
     return BuiltConfig(config.to_dict(), source_key, target_key, spec.benchmark)
 
