@@ -94,6 +94,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapp.core.compression.JsonGZipMiddleware",  # JSON answers only: pages carry the CSRF token (BREACH)
     "webapp.runs.middleware.ApiErrorMiddleware",  # every error under /api/ in the API's JSON shape
     "webapp.core.middleware.RefuseNulMiddleware",  # a NUL in an admin query string: 400
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -148,7 +149,14 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # redis-py 8 defaults to a 5 s socket timeout that closes idle websockets; never time out.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                # Messages waiting per channel (a browser's socket) before Redis drops more. Publishing
+                # coalesces each run's points into at most LIVE_COALESCE_HZ messages a second, so 1,000
+                # is minutes of backlog; the browser fills any gap by sequence number anyway.
+                "capacity": env_int("DUDA_LIVE_CAPACITY", 1000, minimum=1),
+                "expiry": 30,  # seconds an undelivered message waits: older than that is stale for a live curve
+            },
         }
     }
 else:

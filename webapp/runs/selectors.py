@@ -54,7 +54,7 @@ def run_get(*, user, run_id) -> Run:
 
 def run_list(*, user, status: str = "", method: str = "", query: str = "", target: str = "", benchmark: str = "",
              student: str = "") -> QuerySet[Run]:
-    runs = runs_visible_to(user).select_related("owner")
+    runs = runs_visible_to(user).select_related("owner").defer("config")  # the list never shows the config
     if status:
         runs = runs.filter(status__in=[s for s in status.split(",") if s])
     if method:
@@ -113,15 +113,104 @@ def runs_taught_by(run: Run) -> list[Run]:
 # --------------------------------------------------------------------------------------------
 
 
-def metric_points(*, run: Run, since: int | None = None, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Metric points with ``step > since`` (all when ``since`` is None), ordered by step then name."""
+def metric_page(*, run: Run, since: int | None = None, end: int | None = None, names: list[str] | None = None,
+                limit: int = METRIC_PAGE_LIMIT) -> dict[str, Any]:
+    """Every point with ``since < step <= end``, in columns per name, at most ``limit`` of them.
+
+    A page ends on a whole step: when more points follow, ``next`` is the step to pass as ``since`` for
+    the next page (a cursor by step); ``None`` when this page holds the rest.
+    """
     points = MetricPoint.objects.filter(run=run)
     if since is not None:
         points = points.filter(step__gt=since)
+    if end is not None:
+        points = points.filter(step__lte=end)
     if names:
         points = points.filter(name__in=names)
-    rows = points.order_by("step", "name").values_list("step", "name", "value")[:METRIC_PAGE_LIMIT]
-    return [{"step": step, "name": name, "value": value} for step, name, value in rows]
+    rows = list(points.order_by("step", "name").values_list("step", "name", "value")[: limit + 1])
+    next_since = None
+    if len(rows) > limit:
+        cut_step = rows[limit][0]  # the first step that does not fit whole
+        kept = [row for row in rows[:limit] if row[0] < cut_step]
+        if not kept:  # one step holds more names than the limit: serve it whole rather than loop
+            kept = [row for row in rows if row[0] == cut_step]
+        rows = kept
+        next_since = rows[-1][0]
+    series: dict[str, dict[str, list]] = {}
+    for step, name, value in rows:
+        column = series.get(name)
+        if column is None:
+            column = series[name] = {"step": [], "value": [], "downsampled": False}
+        column["step"].append(step)
+        column["value"].append(value)
+    return {"series": series, "last_step": rows[-1][0] if rows else since, "next": next_since}
+
+
+# One pass over the range: each point's bucket (``(step - lo) * width / span``), its rank by value in
+# the bucket, the bucket's size and the series' size; the first and last in value order are the
+# bucket's min and max. One window sort serves all three (same partition prefix). SQLite and PostgreSQL.
+_DOWNSAMPLE_SQL = """
+SELECT name, step, value, total FROM (
+    SELECT name, step, value,
+           ROW_NUMBER() OVER (PARTITION BY name, bucket ORDER BY value, step) AS rank,
+           COUNT(*) OVER (PARTITION BY name, bucket) AS size,
+           COUNT(*) OVER (PARTITION BY name) AS total
+    FROM (
+        SELECT name, step, value, ((step - %s) * %s) / %s AS bucket
+        FROM runs_metricpoint
+        WHERE run_id = %s AND step >= %s AND step <= %s {names}
+    ) AS points
+) AS ranked
+WHERE rank = 1 OR rank = size
+ORDER BY name, step
+"""
+
+
+def metric_curves(*, run: Run, width: int, start: int | None = None, end: int | None = None,
+                  names: list[str] | None = None) -> dict[str, Any]:
+    """Each curve as drawn on ``width`` pixels: the steps ``start..end`` cut into ``width`` equal
+    buckets, and of each bucket the point with the lowest and the one with the highest value (so every
+    spike shows). A curve with no more than two points in any bucket comes whole (``downsampled``
+    false); ``count`` is how many points it has in the range, all of them stored and pageable."""
+    from django.db import connection
+
+    bounds = MetricPoint.objects.filter(run=run)
+    if names:
+        bounds = bounds.filter(name__in=names)
+    if start is not None:
+        bounds = bounds.filter(step__gte=start)
+    if end is not None:
+        bounds = bounds.filter(step__lte=end)
+    from django.db.models import Max, Min
+
+    edges = bounds.aggregate(lo=Min("step"), hi=Max("step"))
+    series: dict[str, dict[str, Any]] = {}
+    if edges["lo"] is None:
+        return {"series": series, "last_step": None}
+    lo, hi = edges["lo"], edges["hi"]
+    span = hi - lo + 1
+    params: list[Any] = [lo, width, span, run.pk, lo, hi]
+    names_sql = ""
+    if names:
+        names_sql = "AND name IN (" + ", ".join(["%s"] * len(names)) + ")"
+        params += list(names)
+    with connection.cursor() as cursor:
+        cursor.execute(_DOWNSAMPLE_SQL.format(names=names_sql), params)
+        rows = cursor.fetchall()
+    for name, step, value, total in rows:
+        column = series.get(name)
+        if column is None:
+            column = series[name] = {"step": [], "value": [], "count": total}
+        column["step"].append(step)
+        column["value"].append(value)
+    for column in series.values():
+        column["downsampled"] = len(column["step"]) < column["count"]
+    return {"series": series, "last_step": hi}
+
+
+def metric_names(*, run: Run) -> list[str]:
+    """The names of the run's curves (one index-only scan per name: a loose index scan)."""
+    return sorted(MetricPoint.objects.filter(run=run).order_by().values_list("name", flat=True).distinct())
 
 
 def _clean(value: float | None) -> float | None:
@@ -272,8 +361,10 @@ def events_tail(*, run: Run, limit: int = 200) -> list[RunEvent]:
     return events
 
 
-def compare_data(*, user, run_ids: list[int]) -> dict[str, Any]:
-    """Curves (target mIoU and losses) and the latest per-class IoU of several runs, for overlaying."""
+def compare_data(*, user, run_ids: list[int], names: list[str], width: int, start: int | None = None,
+                 end: int | None = None) -> dict[str, Any]:
+    """The curves ``names`` of several runs, each drawn on ``width`` pixels (``metric_curves``), the
+    latest per-class IoU of each run, and the metric names each run has (for the page's choice)."""
     runs = list(runs_visible_to(user).filter(pk__in=run_ids))
     order = {rid: i for i, rid in enumerate(run_ids)}
     runs.sort(key=lambda r: order.get(r.pk, 0))
@@ -291,7 +382,9 @@ def compare_data(*, user, run_ids: list[int]) -> dict[str, Any]:
                 "target_dataset": run.target_dataset,
                 "best_miou": run.best_miou,
                 "final_miou": run.final_miou,
-                "metrics": metric_points(run=run),
+                "metrics": metric_curves(run=run, width=width, names=names, start=start, end=end)["series"]
+                if names else {},
+                "metric_names": metric_names(run=run),
                 "class_iou_step": last,
                 "class_iou": [table[last].get(c["index"]) for c in class_palette(run)] if last is not None else None,
             }

@@ -190,7 +190,9 @@ def test_reconnect_and_backfill_leave_no_gap_and_no_duplicate(alice):
         await second.receive_json_from(timeout=5)
         last = max(step for step, _ in client)
         backfill = await sync_to_async(lambda: api.get(f"/api/runs/{run.pk}/metrics/?since={last - 1}").json())()
-        take(backfill["points"])
+        assert backfill["next"] is None and not backfill["downsampled"]
+        take([{"step": step, "name": name, "value": value} for name, column in backfill["series"].items()
+              for step, value in zip(column["step"], column["value"], strict=True)])
         await asyncio.to_thread(steps, 21, 30)
         for m in await receive_until(second, lambda m: m.get("step") == 30):
             take(m.get("points", []))
