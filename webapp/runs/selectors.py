@@ -148,7 +148,8 @@ def metric_page(*, run: Run, since: int | None = None, end: int | None = None, n
 
 # One pass over the range: each point's bucket (``(step - lo) * width / span``), its rank by value in
 # the bucket, the bucket's size and the series' size; the first and last in value order are the
-# bucket's min and max. One window sort serves all three (same partition prefix). SQLite and PostgreSQL.
+# bucket's min and max. One window sort serves all three (same partition prefix). A curve with no
+# more points than two a pixel comes whole. SQLite and PostgreSQL.
 _DOWNSAMPLE_SQL = """
 SELECT name, step, value, total FROM (
     SELECT name, step, value,
@@ -161,7 +162,7 @@ SELECT name, step, value, total FROM (
         WHERE run_id = %s AND step >= %s AND step <= %s {names}
     ) AS points
 ) AS ranked
-WHERE rank = 1 OR rank = size
+WHERE rank = 1 OR rank = size OR total <= %s
 ORDER BY name, step
 """
 
@@ -170,8 +171,8 @@ def metric_curves(*, run: Run, width: int, start: int | None = None, end: int | 
                   names: list[str] | None = None) -> dict[str, Any]:
     """Each curve as drawn on ``width`` pixels: the steps ``start..end`` cut into ``width`` equal
     buckets, and of each bucket the point with the lowest and the one with the highest value (so every
-    spike shows). A curve with no more than two points in any bucket comes whole (``downsampled``
-    false); ``count`` is how many points it has in the range, all of them stored and pageable."""
+    spike shows). A curve with no more than ``2 * width`` points in the range comes whole
+    (``downsampled`` false); ``count`` is how many points it has there, all stored and pageable."""
     from django.db import connection
 
     bounds = MetricPoint.objects.filter(run=run)
@@ -194,6 +195,7 @@ def metric_curves(*, run: Run, width: int, start: int | None = None, end: int | 
     if names:
         names_sql = "AND name IN (" + ", ".join(["%s"] * len(names)) + ")"
         params += list(names)
+    params.append(2 * width)
     with connection.cursor() as cursor:
         cursor.execute(_DOWNSAMPLE_SQL.format(names=names_sql), params)
         rows = cursor.fetchall()

@@ -15,6 +15,7 @@ from django.test import Client
 
 from tests.webapp.runs.conftest import launch
 from webapp.asgi import application
+from webapp.runs import live
 from webapp.runs.models import MetricPoint
 from webapp.runs.services import worker
 from workers.callbacks import RunCallbacks
@@ -164,6 +165,7 @@ def test_reconnect_and_backfill_leave_no_gap_and_no_duplicate(alice):
             callbacks.on_metrics(step, {name: step + i / 10 for i, name in enumerate(names)})
             time.sleep(0.02)
         callbacks.close()
+        live.flush()  # sent (points are coalesced for up to live.COALESCE_S) before the test goes on
         connections.close_all()
 
     async def scenario():
