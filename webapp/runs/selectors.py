@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.db.models import Q, QuerySet
 
 from webapp.runs import inputs
@@ -146,73 +147,97 @@ def metric_page(*, run: Run, since: int | None = None, end: int | None = None, n
     return {"series": series, "last_step": rows[-1][0] if rows else since, "next": next_since}
 
 
-# One pass over the range: each point's bucket (``(step - lo) * width / span``), its rank by value in
-# the bucket, the bucket's size and the series' size; the first and last in value order are the
-# bucket's min and max. One window sort serves all three (same partition prefix). A curve with no
-# more points than two a pixel comes whole. SQLite and PostgreSQL.
-_DOWNSAMPLE_SQL = """
-SELECT name, step, value, total FROM (
-    SELECT name, step, value,
-           ROW_NUMBER() OVER (PARTITION BY name, bucket ORDER BY value, step) AS rank,
-           COUNT(*) OVER (PARTITION BY name, bucket) AS size,
-           COUNT(*) OVER (PARTITION BY name) AS total
-    FROM (
-        SELECT name, step, value, ((step - %s) * %s) / %s AS bucket
-        FROM runs_metricpoint
-        WHERE run_id = %s AND step >= %s AND step <= %s {names}
-    ) AS points
-) AS ranked
-WHERE rank = 1 OR rank = size OR total <= %s
-ORDER BY name, step
-"""
-
-
 def metric_curves(*, run: Run, width: int, start: int | None = None, end: int | None = None,
                   names: list[str] | None = None) -> dict[str, Any]:
     """Each curve as drawn on ``width`` pixels: the steps ``start..end`` cut into ``width`` equal
     buckets, and of each bucket the point with the lowest and the one with the highest value (so every
     spike shows). A curve with no more than ``2 * width`` points in the range comes whole
     (``downsampled`` false); ``count`` is how many points it has there, all stored and pageable."""
-    from django.db import connection
+    from django.db.models import Max, Min
 
-    bounds = MetricPoint.objects.filter(run=run)
-    if names:
-        bounds = bounds.filter(name__in=names)
+    wanted = names if names else metric_names(run=run)
+    bounds = MetricPoint.objects.filter(run=run, name__in=wanted)
     if start is not None:
         bounds = bounds.filter(step__gte=start)
     if end is not None:
         bounds = bounds.filter(step__lte=end)
-    from django.db.models import Max, Min
-
     edges = bounds.aggregate(lo=Min("step"), hi=Max("step"))
     series: dict[str, dict[str, Any]] = {}
     if edges["lo"] is None:
         return {"series": series, "last_step": None}
     lo, hi = edges["lo"], edges["hi"]
-    span = hi - lo + 1
-    params: list[Any] = [lo, width, span, run.pk, lo, hi]
-    names_sql = ""
-    if names:
-        names_sql = "AND name IN (" + ", ".join(["%s"] * len(names)) + ")"
-        params += list(names)
-    params.append(2 * width)
-    with connection.cursor() as cursor:
-        cursor.execute(_DOWNSAMPLE_SQL.format(names=names_sql), params)
-        rows = cursor.fetchall()
-    for name, step, value, total in rows:
-        column = series.get(name)
-        if column is None:
-            column = series[name] = {"step": [], "value": [], "count": total}
-        column["step"].append(step)
-        column["value"].append(value)
-    for column in series.values():
-        column["downsampled"] = len(column["step"]) < column["count"]
+    for name in wanted:
+        steps, values = curve_arrays(run_id=run.pk, name=name, lo=lo, hi=hi)
+        if not len(steps):
+            continue
+        count = len(steps)
+        if count > 2 * width:
+            keep = bucket_extremes(steps, values, lo=lo, hi=hi, width=width)
+            steps, values = steps[keep], values[keep]
+        series[name] = {"step": steps.tolist(), "value": values.tolist(), "count": count,
+                        "downsampled": len(steps) < count}
     return {"series": series, "last_step": hi}
 
 
+def bucket_extremes(steps: np.ndarray, values: np.ndarray, *, lo: int, hi: int, width: int) -> np.ndarray:
+    """Indices (in step order) of each bucket's lowest and highest value; ``lo..hi`` cut in ``width``."""
+    buckets = ((steps.astype(np.int64) - lo) * width) // (hi - lo + 1)
+    order = np.lexsort((values, buckets))  # by bucket, then value
+    ordered = buckets[order]
+    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    lasts = np.r_[firsts[1:] - 1, len(order) - 1]
+    return np.unique(np.concatenate([order[firsts], order[lasts]]))
+
+
+# One curve as two byte strings (PostgreSQL): each step as 4 and each value as 8 big-endian bytes,
+# read straight into numpy arrays (no Python object per point). The index (run, name, step) with the
+# value serves it alone.
+_CURVE_SQL = """
+SELECT string_agg(int4send(step), ''::bytea), string_agg(float8send(value), ''::bytea)
+FROM runs_metricpoint WHERE run_id = %s AND name = %s AND step >= %s AND step <= %s
+"""
+
+
+def curve_arrays(*, run_id: int, name: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """One curve's steps and values in ``lo..hi``, in step order, as numpy arrays."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_CURVE_SQL, [run_id, name, lo, hi])
+            raw_steps, raw_values = cursor.fetchone()
+        steps = np.frombuffer(raw_steps or b"", dtype=">i4").astype(np.int64)
+        values = np.frombuffer(raw_values or b"", dtype=">f8").astype(np.float64)
+    else:
+        rows = list(MetricPoint.objects.filter(run_id=run_id, name=name, step__gte=lo, step__lte=hi)
+                    .values_list("step", "value"))
+        steps = np.array([r[0] for r in rows], dtype=np.int64)
+        values = np.array([r[1] for r in rows], dtype=np.float64)
+    if len(steps) > 1 and np.any(steps[1:] < steps[:-1]):  # the aggregate kept no order: put it back
+        order = np.argsort(steps, kind="stable")
+        steps, values = steps[order], values[order]
+    return steps, values
+
+
+_NAMES_SQL = """
+WITH RECURSIVE found(name) AS (
+    SELECT (SELECT name FROM runs_metricpoint WHERE run_id = %s ORDER BY name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.name FROM runs_metricpoint m WHERE m.run_id = %s AND m.name > found.name ORDER BY m.name LIMIT 1)
+    FROM found WHERE found.name IS NOT NULL
+)
+SELECT name FROM found WHERE name IS NOT NULL
+"""
+
+
 def metric_names(*, run: Run) -> list[str]:
-    """The names of the run's curves (one index-only scan per name: a loose index scan)."""
-    return sorted(MetricPoint.objects.filter(run=run).order_by().values_list("name", flat=True).distinct())
+    """The names of the run's curves: one probe of the (run, name, step) index per name (a loose
+    index scan), not a pass over every point."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_NAMES_SQL, [run.pk, run.pk])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _clean(value: float | None) -> float | None:

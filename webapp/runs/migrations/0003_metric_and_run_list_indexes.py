@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='metricpoint',
-            index=models.Index(fields=['run', 'name', 'step'], name='metric_run_name_step'),
+            index=models.Index(fields=['run', 'name', 'step'], include=('value',), name='metric_run_name_step'),
         ),
         migrations.AddIndex(
             model_name='run',
