@@ -381,10 +381,12 @@ class BrowserLike:
                 self.filled += 1
 
 
-async def live_clients(args, seeded: dict, port: int, cookie: str, publisher: subprocess.Popen) -> dict:
+async def live_clients(args) -> dict:
+    """The clients (``clients`` subcommand, a process without Django: autobahn on asyncio)."""
     from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
 
-    pages = [BrowserLike(run_id, port, seeded["token"]) for run_id in seeded["live_runs"]]
+    port = args.port
+    pages = [BrowserLike(int(run_id), port, args.token) for run_id in args.run_ids.split(",")]
     connected = []
     loop = asyncio.get_running_loop()
 
@@ -399,14 +401,13 @@ async def live_clients(args, seeded: dict, port: int, cookie: str, publisher: su
                 self.owner.on_message(json.loads(payload))
 
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws/runs/{page.run_id}/", origin=f"http://127.0.0.1:{port}",
-                                         headers={"Cookie": f"sessionid={cookie}"})
+                                         headers={"Cookie": f"sessionid={args.cookie}"})
         factory.protocol = Protocol
         await loop.create_connection(factory, "127.0.0.1", port)
     while len(connected) < len(pages):
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
-    publisher.stdin.write(b"go\n")
-    publisher.stdin.flush()
+    print("ready", flush=True)
     await asyncio.wait_for(asyncio.gather(*(page.done.wait() for page in pages)), timeout=args.live_seconds * 6 + 60)
     await asyncio.sleep(1.0)  # fills in flight
     reports = int(args.rate * args.live_seconds)
@@ -430,20 +431,28 @@ def live_figures(args, seeded: dict, port: int) -> dict:
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.save()
-    publisher = subprocess.Popen(
-        [sys.executable, __file__, "publish", "--run-ids", ",".join(map(str, seeded["live_runs"])),
-         "--rate", str(args.rate), "--live-seconds", str(args.live_seconds)],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    run_ids = ",".join(map(str, seeded["live_runs"]))
+    timing = ["--rate", str(args.rate), "--live-seconds", str(args.live_seconds)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    publisher = subprocess.Popen([sys.executable, __file__, "publish", "--run-ids", run_ids, *timing],
+                                 cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     assert publisher.stdout.readline().strip() == b"ready"
-    figures = asyncio.run(live_clients(args, seeded, port, session.session_key, publisher))
+    clients = subprocess.Popen([sys.executable, __file__, "clients", "--run-ids", run_ids, *timing, "--port", str(port),
+                                "--token", seeded["token"], "--cookie", session.session_key],
+                               cwd=REPO, stdout=subprocess.PIPE, env=env)
+    assert clients.stdout.readline().strip() == b"ready"
+    publisher.stdin.write(b"go\n")
+    publisher.stdin.flush()
+    figures = json.loads(clients.stdout.readline())
     figures |= json.loads(publisher.stdout.readline())
     publisher.wait(timeout=60)
+    clients.wait(timeout=60)
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "publish"])
+    parser.add_argument("command", nargs="?", default="all", choices=["all", "publish", "clients"])
     parser.add_argument("--runs", type=int, default=10000)
     parser.add_argument("--points", type=int, default=10_000_000)
     parser.add_argument("--big-runs", type=int, default=12)
@@ -454,10 +463,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--skip-seed", action="store_true", help="measure the database as a previous run left it")
     parser.add_argument("--run-ids", default="")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default="")
+    parser.add_argument("--cookie", default="")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
     args = parser.parse_args()
     if args.command == "publish":
         publish_main(args)
+        return
+    if args.command == "clients":
+        print(json.dumps(asyncio.run(live_clients(args))), flush=True)
         return
     django_setup()
 

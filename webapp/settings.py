@@ -152,8 +152,8 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
                 # Messages waiting per channel (a browser's socket) before Redis drops more. Publishing
-                # coalesces each run's points into at most LIVE_COALESCE_HZ messages a second, so 1,000
-                # is minutes of backlog; the browser fills any gap by sequence number anyway.
+                # coalesces each run's points into at most 10 messages a second (live.COALESCE_S), so
+                # 1,000 is over a minute of backlog; the browser fills any hole by sequence number anyway.
                 "capacity": env_int("DUDA_LIVE_CAPACITY", 1000, minimum=1),
                 "expiry": 30,  # seconds an undelivered message waits: older than that is stale for a live curve
             },

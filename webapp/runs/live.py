@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 1.0  # the longest one send may take before the message is dropped
 QUEUE_SIZE = 1000  # messages waiting to be sent; more are dropped (a run publishes ~10 a second)
-COALESCE_S = 0.25  # a run's "metrics" messages within this long go as one: at most 4 a second per run
+COALESCE_S = 0.1  # a run's "metrics" messages within this long go as one: at most 10 a second per run
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 

@@ -114,7 +114,7 @@ def test_messages_are_numbered_and_coalesced_per_run():
         return messages
 
     messages = asyncio.run(scenario())
-    assert len(messages) < 40, len(messages)  # 401 published; metrics joined per 0.25 s
+    assert len(messages) < 40, len(messages)  # 401 published; metrics joined per live.COALESCE_S
     assert len({m["epoch"] for m in messages}) == 1
     numbers = [(m["first_seq"], m["seq"]) for m in messages]
     assert numbers[0][0] == numbers[-1][1] - 400  # this group's numbers, from wherever the process was
