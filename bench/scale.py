@@ -18,8 +18,8 @@ over one keep-alive connection sending ``Accept-Encoding: gzip`` (p50 / p95 in m
   point of it through the pages (``since=``), as a client that wants them all;
 - the compare of the ``--big-runs`` big runs (mIoU and one loss, ``width=1200``), and the runs list's
   and a run's curves' p95 while one client loops that compare (against the same measured idle);
-- live delivery: ``--live-runs`` runs, each with a publisher thread in a separate process calling the
-  real service (``records.metrics_record``, which stores the points and publishes them) ``--rate``
+- live delivery: ``--live-runs`` runs, each with a publisher thread (in ``--publishers`` processes
+  apart from the server, as workers are) calling the real service (``records.metrics_record``, which stores the points and publishes them) ``--rate``
   times a second with four points, for ``--live-seconds``; one browser-like websocket client per run
   (autobahn) keeps the page's rule: a hole in the messages' numbers is filled from REST by step
   range. Reported: publish -> client latency of the points that came over the socket, holes found,
@@ -294,9 +294,12 @@ def publish_main(args) -> None:
     from django.db import connections
 
     from webapp.runs import live
+    from webapp.runs.models import MetricPoint, Run
     from webapp.runs.services import records, worker
 
     run_ids = [int(i) for i in args.run_ids.split(",")]
+    MetricPoint.objects.filter(run_id__in=run_ids).delete()  # a second measurement starts them again
+    Run.objects.filter(pk__in=run_ids).update(status="queued", claim_token="", step=0, attempts=0, finished_at=None)
     claims = {run_id: worker.run_claim(run_id=run_id, worker_host="bench", worker_gpu="CPU").token for run_id in run_ids}
     reports = int(args.rate * args.live_seconds)
     print("ready", flush=True)
@@ -434,18 +437,26 @@ def live_figures(args, seeded: dict, port: int) -> dict:
     run_ids = ",".join(map(str, seeded["live_runs"]))
     timing = ["--rate", str(args.rate), "--live-seconds", str(args.live_seconds)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    publisher = subprocess.Popen([sys.executable, __file__, "publish", "--run-ids", run_ids, *timing],
-                                 cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    assert publisher.stdout.readline().strip() == b"ready"
+    ids = seeded["live_runs"]
+    shares = [ids[k::args.publishers] for k in range(args.publishers)]
+    publishers = [subprocess.Popen([sys.executable, __file__, "publish", "--run-ids", ",".join(map(str, share)), *timing],
+                                   cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                  for share in shares if share]
+    for publisher in publishers:
+        assert publisher.stdout.readline().strip() == b"ready"
     clients = subprocess.Popen([sys.executable, __file__, "clients", "--run-ids", run_ids, *timing, "--port", str(port),
                                 "--token", seeded["token"], "--cookie", session.session_key],
                                cwd=REPO, stdout=subprocess.PIPE, env=env)
     assert clients.stdout.readline().strip() == b"ready"
-    publisher.stdin.write(b"go\n")
-    publisher.stdin.flush()
+    for publisher in publishers:
+        publisher.stdin.write(b"go\n")
+        publisher.stdin.flush()
     figures = json.loads(clients.stdout.readline())
-    figures |= json.loads(publisher.stdout.readline())
-    publisher.wait(timeout=60)
+    took = [json.loads(publisher.stdout.readline()) for publisher in publishers]
+    figures |= {"publisher_processes": len(publishers), "publish_seconds": max(t["publish_seconds"] for t in took),
+                "reports": took[0]["reports"]}
+    for publisher in publishers:
+        publisher.wait(timeout=60)
     clients.wait(timeout=60)
     return figures
 
@@ -460,8 +471,10 @@ def main() -> None:
     parser.add_argument("--live-runs", type=int, default=20)
     parser.add_argument("--rate", type=float, default=20.0, help="reports a second per live run")
     parser.add_argument("--live-seconds", type=float, default=20.0)
+    parser.add_argument("--publishers", type=int, default=4, help="processes the live runs' publishers share")
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--skip-seed", action="store_true", help="measure the database as a previous run left it")
+    parser.add_argument("--skip-api", action="store_true", help="measure live delivery only")
     parser.add_argument("--run-ids", default="")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", default="")
@@ -488,9 +501,10 @@ def main() -> None:
     port = free_port()
     server = start_server(port, args.out.with_suffix(".server.log"))
     try:
-        results["api"] = api_figures(args, seeded, port)
-        print(json.dumps(results["api"], indent=1), flush=True)
-        results["server_rss_mb_after_api"] = server_rss_mb(server)
+        if not args.skip_api:
+            results["api"] = api_figures(args, seeded, port)
+            print(json.dumps(results["api"], indent=1), flush=True)
+            results["server_rss_mb_after_api"] = server_rss_mb(server)
         results["live"] = live_figures(args, seeded, port)
         print(json.dumps(results["live"], indent=1), flush=True)
         results["server_rss_mb_after_live"] = server_rss_mb(server)

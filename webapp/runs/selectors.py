@@ -153,23 +153,15 @@ def metric_curves(*, run: Run, width: int, start: int | None = None, end: int | 
     buckets, and of each bucket the point with the lowest and the one with the highest value (so every
     spike shows). A curve with no more than ``2 * width`` points in the range comes whole
     (``downsampled`` false); ``count`` is how many points it has there, all stored and pageable."""
-    from django.db.models import Max, Min
-
     wanted = names if names else metric_names(run=run)
-    bounds = MetricPoint.objects.filter(run=run, name__in=wanted)
-    if start is not None:
-        bounds = bounds.filter(step__gte=start)
-    if end is not None:
-        bounds = bounds.filter(step__lte=end)
-    edges = bounds.aggregate(lo=Min("step"), hi=Max("step"))
+    curves = {name: curve_arrays(run_id=run.pk, name=name, lo=start, hi=end) for name in wanted}
+    curves = {name: arrays for name, arrays in curves.items() if len(arrays[0])}
     series: dict[str, dict[str, Any]] = {}
-    if edges["lo"] is None:
+    if not curves:
         return {"series": series, "last_step": None}
-    lo, hi = edges["lo"], edges["hi"]
-    for name in wanted:
-        steps, values = curve_arrays(run_id=run.pk, name=name, lo=lo, hi=hi)
-        if not len(steps):
-            continue
+    lo = min(int(steps[0]) for steps, _ in curves.values())  # the buckets span the points found
+    hi = max(int(steps[-1]) for steps, _ in curves.values())
+    for name, (steps, values) in curves.items():
         count = len(steps)
         if count > 2 * width:
             keep = bucket_extremes(steps, values, lo=lo, hi=hi, width=width)
@@ -196,12 +188,15 @@ _CURVE_SQL = """
 SELECT string_agg(int4send(step), ''::bytea), string_agg(float8send(value), ''::bytea)
 FROM runs_metricpoint WHERE run_id = %s AND name = %s AND step >= %s AND step <= %s
 """
+MAX_STEP = 2**31 - 1  # the step column's largest value (PostgreSQL integer)
 
 
-def curve_arrays(*, run_id: int, name: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """One curve's steps and values in ``lo..hi``, in step order, as numpy arrays."""
+def curve_arrays(*, run_id: int, name: str, lo: int | None = None, hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One curve's steps and values in ``lo..hi`` (None: no bound), in step order, as numpy arrays."""
     from django.db import connection
 
+    lo = 0 if lo is None else lo
+    hi = MAX_STEP if hi is None else min(hi, MAX_STEP)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_CURVE_SQL, [run_id, name, lo, hi])

@@ -280,7 +280,7 @@ class CompareApi(APIView):
         ids = inputs.id_list(request.query_params, "ids")[:12]
         names = [n for n in inputs.text_param(request.query_params, "names", max_length=2000).split(",") if n][:20]
         width = inputs.int_param(request.query_params, "width", default=800, low=1, high=MAX_CURVE_WIDTH)
-        start = inputs.int_param(request.query_params, "start", default=0, low=0, high=inputs.MAX_ID)
-        end = inputs.int_param(request.query_params, "end", default=inputs.MAX_ID, low=0, high=inputs.MAX_ID)
+        start, end = (inputs.int_param(request.query_params, key, default=0, low=0, high=inputs.MAX_ID)
+                      if request.query_params.get(key) else None for key in ("start", "end"))
         return Response(selectors.compare_data(user=request.user, run_ids=ids, names=names, width=width,
                                                start=start, end=end))
