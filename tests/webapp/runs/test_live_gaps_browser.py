@@ -8,6 +8,7 @@ import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from django.db import connections
 
 from tests.browser import chromium
 from tests.conftest import free_port
@@ -84,6 +85,22 @@ def test_a_dropped_message_is_detected_and_filled_without_reconnecting(server, d
         socket = page.evaluate("() => ({connects: window.__duda.socket.connects, gaps: window.__duda.socket.gaps})")
         steps = page.evaluate("() => [window.__duda.store.series('loss/source')[0], window.__duda.store.series('loss/target')[0]]")
 
+        # Zoom: a drag over the loss chart asks for that step range, drawn to the chart's width;
+        # a double-click goes back to the whole run.
+        page.wait_for_function("() => window.__duda.lossChart.pointCount === 12")
+        box = page.locator("#loss-chart .u-over").bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.3, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.7, y, steps=5)
+        page.mouse.up()
+        page.wait_for_function("() => window.__duda.lossChart.zoom !== null && window.__duda.lossChart.pointCount < 12")
+        zoom = page.evaluate("() => window.__duda.lossChart.zoom")
+        zoomed = [parse_qs(urlparse(u).query) for u in requests if "width=" in u and "start=" in u]
+        page.dblclick("#loss-chart .u-over")
+        page.wait_for_function("() => window.__duda.lossChart.zoom === null && window.__duda.lossChart.pointCount === 12")
+        connections.close_all()  # inside Playwright's greenlet the ORM opened a connection of its own
+
     assert len(dropped) == 1 and len(metrics_frames) >= 5
     lost = dropped[0]
     assert socket["connects"] == 1  # filled on the same socket
@@ -91,7 +108,9 @@ def test_a_dropped_message_is_detected_and_filled_without_reconnecting(server, d
     gap = socket["gaps"][0]
     assert (gap["from_seq"], gap["to_seq"]) == (lost["first_seq"], lost["seq"])
     assert steps == [list(range(1, 13))] * 2  # nothing missing
-    fills = [parse_qs(urlparse(u).query) for u in requests if "start=" in u]
+    fills = [parse_qs(urlparse(u).query) for u in requests if "start=" in u and "width=" not in u]
     assert len(fills) == 1
     start, end = int(fills[0]["start"][0]), int(fills[0]["end"][0])
     assert start <= lost["first_step"] and lost["step"] <= end <= lost["step"] + 1  # the hole, no more
+    assert 1 < zoom["min"] < zoom["max"] < 12
+    assert [(int(q["start"][0]), int(q["end"][0])) for q in zoomed] == [(zoom["min"], zoom["max"])]
