@@ -498,6 +498,7 @@ def main() -> None:
     print("seeded:", {k: v for k, v in seeded.items() if k not in ("token", "big_runs", "live_runs")}, flush=True)
     results = {"command": " ".join(sys.argv), "seeded": {k: v for k, v in seeded.items() if k != "token"},
                "explain": explain(seeded)}
+    results["load_average"] = {"before": os.getloadavg()}  # the machine's other work: read the figures with it
     port = free_port()
     server = start_server(port, args.out.with_suffix(".server.log"))
     try:
@@ -505,9 +506,11 @@ def main() -> None:
             results["api"] = api_figures(args, seeded, port)
             print(json.dumps(results["api"], indent=1), flush=True)
             results["server_rss_mb_after_api"] = server_rss_mb(server)
+            results["load_average"]["after_api"] = os.getloadavg()
         results["live"] = live_figures(args, seeded, port)
         print(json.dumps(results["live"], indent=1), flush=True)
         results["server_rss_mb_after_live"] = server_rss_mb(server)
+        results["load_average"]["after_live"] = os.getloadavg()
     finally:
         server.terminate()
         server.wait(timeout=30)
