@@ -25,7 +25,9 @@ over one keep-alive connection sending ``Accept-Encoding: gzip`` (p50 / p95 in m
   range. Reported: publish -> client latency of the points that came over the socket, holes found,
   points filled, and points missing at the end (expected minus received or filled).
 
-Writes one JSON file with every figure and the EXPLAIN plans of the three main queries.
+Writes one JSON file with every figure, the load average around each phase and the EXPLAIN plans of
+the three main queries; beside it ``<out>.seed.json`` (what ``--skip-seed`` reads: the runs' ids and
+the bench user's API token, not for committing) and ``<out>.server.log``.
 """
 
 from __future__ import annotations
