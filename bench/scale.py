@@ -509,6 +509,7 @@ def main() -> None:
             print(json.dumps(results["api"], indent=1), flush=True)
             results["server_rss_mb_after_api"] = server_rss_mb(server)
             results["load_average"]["after_api"] = os.getloadavg()
+            args.out.write_text(json.dumps(results, indent=1) + "\n")  # kept if the live part fails
         results["live"] = live_figures(args, seeded, port)
         print(json.dumps(results["live"], indent=1), flush=True)
         results["server_rss_mb_after_live"] = server_rss_mb(server)
