@@ -151,10 +151,11 @@ if REDIS_URL:
             # redis-py 8 defaults to a 5 s socket timeout that closes idle websockets; never time out.
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
-                # Messages waiting per channel (a browser's socket) before Redis drops more. Publishing
-                # coalesces each run's points into at most 10 messages a second (live.COALESCE_S), so
-                # 1,000 is over a minute of backlog; the browser fills any hole by sequence number anyway.
-                "capacity": env_int("DUDA_LIVE_CAPACITY", 1000, minimum=1),
+                # Messages waiting in a server process's inbox (one Redis key for all its sockets) before
+                # Redis drops more. Publishing coalesces each run's points into at most 10 messages a
+                # second (live.COALESCE_S): 6,000 holds the expiry's 30 s of 20 watched runs. The browser
+                # fills any hole by sequence number anyway.
+                "capacity": env_int("DUDA_LIVE_CAPACITY", 6000, minimum=1),
                 "expiry": 30,  # seconds an undelivered message waits: older than that is stale for a live curve
             },
         }
