@@ -94,6 +94,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapp.core.compression.JsonGZipMiddleware",  # JSON answers only: pages carry the CSRF token (BREACH)
     "webapp.runs.middleware.ApiErrorMiddleware",  # every error under /api/ in the API's JSON shape
     "webapp.core.middleware.RefuseNulMiddleware",  # a NUL in an admin query string: 400
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -148,7 +149,15 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # redis-py 8 defaults to a 5 s socket timeout that closes idle websockets; never time out.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                # Messages waiting in a server process's inbox (one Redis key for all its sockets) before
+                # Redis drops more. Publishing coalesces each run's points into at most 10 messages a
+                # second (live.COALESCE_S): 6,000 holds the expiry's 30 s of 20 watched runs. The browser
+                # fills any hole by sequence number anyway.
+                "capacity": env_int("DUDA_LIVE_CAPACITY", 6000, minimum=1),
+                "expiry": 30,  # seconds an undelivered message waits: older than that is stale for a live curve
+            },
         }
     }
 else:

@@ -17,8 +17,11 @@ export function align(seriesList) {
   return [steps, ...columns];
 }
 
+// A chart whose x axis the user can zoom: drag to select a step range, double-click to see the whole.
+// `onZoom(range)` is called with {min, max} (steps) or null; while zoomed, `zoom` holds the range and
+// the page draws the range's points (fetched at full resolution) instead of its overview.
 export class LineChart {
-  constructor(container, { yLabel = "", percent = false, height = 260, points = false, dashed = [] } = {}) {
+  constructor(container, { yLabel = "", percent = false, height = 260, points = false, dashed = [], onZoom = null } = {}) {
     this.container = container;
     this.yLabel = yLabel;
     this.percent = percent;
@@ -28,6 +31,8 @@ export class LineChart {
     this.labels = [];
     this.plot = null;
     this.pointCount = 0;
+    this.onZoom = onZoom;
+    this.zoom = null;
     new ResizeObserver(() => this.resize()).observe(container);
   }
 
@@ -58,7 +63,21 @@ export class LineChart {
       ],
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },
+      hooks: {
+        setSelect: [(u) => {
+          if (!this.onZoom || u.select.width < 2) return;
+          const min = u.posToVal(u.select.left, "x");
+          const max = u.posToVal(u.select.left + u.select.width, "x");
+          this.zoom = { min: Math.max(0, Math.floor(min)), max: Math.ceil(max) };
+          this.onZoom(this.zoom);
+        }],
+      },
     }, [[], ...labels.map(() => [])], this.container);
+    this.plot.over.addEventListener("dblclick", () => {
+      if (!this.zoom) return;
+      this.zoom = null;
+      this.onZoom?.(null);
+    });
   }
 
   // seriesByLabel: Map(label -> [steps, values])
@@ -68,5 +87,6 @@ export class LineChart {
     const data = align(labels.map((l) => seriesByLabel.get(l)));
     this.pointCount = data[0].length;
     this.plot.setData(data);
+    if (this.zoom) this.plot.setScale("x", this.zoom);
   }
 }

@@ -1,25 +1,44 @@
 // Compare: overlay the mIoU and loss curves of several runs, and their per-class IoU side by side.
+// Only the curves drawn are asked for, each drawn to the chart's width; zooming asks for the range.
 import { api } from "./api.js";
 import { LineChart } from "./charts.js";
 import { COLOURS, el, pct } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 let ids = JSON.parse($("compare-ids").textContent);
-const miouChart = new LineChart($("miou-chart"), { yLabel: "mIoU (%)", percent: true, points: true });
-const lossChart = new LineChart($("loss-chart"), { yLabel: "loss" });
+const miouChart = new LineChart($("miou-chart"), { yLabel: "mIoU (%)", percent: true, points: true, onZoom: (r) => zoom(miouChart, "eval/miou", r) });
+const lossChart = new LineChart($("loss-chart"), { yLabel: "loss", onZoom: (r) => zoom(lossChart, $("loss-name").value, r) });
 let data = null;
 
 function series(run, name) {
-  const points = run.metrics.filter((p) => p.name === name).sort((a, b) => a.step - b.step);
-  return [points.map((p) => p.step), points.map((p) => p.value)];
+  const column = run.metrics[name];
+  return column ? [column.step, column.value] : [[], []];
 }
 
 function label(run) { return `#${run.id} ${run.name}`; }
 
-function drawCurves() {
-  miouChart.setData(new Map(data.runs.map((r) => [label(r), series(r, "eval/miou")])));
+function curves(chart, runs, name) {
+  chart.setData(new Map(runs.map((r) => [label(r), series(r, name)])));
+}
+
+async function fetchCurves(chart, names, range = null) {
+  const query = new URLSearchParams({ ids: ids.join(","), names: names.filter(Boolean).join(","), width: chart.width() });
+  if (range) { query.set("start", range.min); query.set("end", range.max); }
+  return api(`/api/runs/compare/?${query}`);
+}
+
+async function zoom(chart, name, range) {
+  if (!name) return;
+  const answer = await fetchCurves(chart, [name], range);
+  if (chart.zoom !== range) return;
+  curves(chart, answer.runs, name);
+}
+
+async function drawLoss() {
   const name = $("loss-name").value;
-  if (name) lossChart.setData(new Map(data.runs.map((r) => [label(r), series(r, name)])));
+  if (!name) return;
+  lossChart.zoom = null;
+  curves(lossChart, (await fetchCurves(lossChart, [name])).runs, name);
 }
 
 function drawTable() {
@@ -40,14 +59,16 @@ function drawTable() {
 
 async function load() {
   history.replaceState(null, "", `?ids=${ids.join(",")}`);
-  data = await api(`/api/runs/compare/?ids=${ids.join(",")}`);
-  const losses = [...new Set(data.runs.flatMap((r) => r.metrics.map((p) => p.name)).filter((n) => n.startsWith("loss/")))].sort();
   const select = $("loss-name");
   const previous = select.value;
+  data = await fetchCurves(miouChart, ["eval/miou"]);
+  const losses = [...new Set(data.runs.flatMap((r) => r.metric_names).filter((n) => n.startsWith("loss/")))].sort();
   select.replaceChildren(...losses.map((n) => new Option(n.slice(5), n)));
   if (losses.includes(previous)) select.value = previous;
-  drawCurves();
+  miouChart.zoom = null;
+  curves(miouChart, data.runs, "eval/miou");
   drawTable();
+  await drawLoss();
 }
 
 async function picker() {
@@ -62,6 +83,6 @@ async function picker() {
   }));
 }
 
-$("loss-name").addEventListener("change", drawCurves);
+$("loss-name").addEventListener("change", drawLoss);
 picker();
 load();

@@ -1,17 +1,24 @@
-// The run's websocket with reconnect: after every (re)connect it asks REST for the points past the
-// last step it has (metrics?since=<step - 1>), so the curve has no gap; the store drops duplicates.
+// The run's websocket with reconnect. After every (re)connect it asks REST for what it has not got:
+// the curves drawn to the chart's width the first time, every point past its last step after a
+// reconnect. Each message carries a per-run number (`seq`, `first_seq` when several were joined) and
+// its publisher's `epoch`: a hole in the numbers means messages were lost on the way, and the missing
+// step range is fetched from REST at once, without reconnecting. The store drops duplicates.
 import { api } from "./api.js";
+import { fetchRange } from "./metrics.js";
 
 export class RunSocket {
-  constructor(runId, store, handlers = {}) {
+  constructor(runId, store, handlers = {}, { width = null } = {}) {
     this.runId = runId;
     this.store = store;
     this.handlers = handlers;
+    this.width = width; // pixels of the first load (null: every point)
     this.retry = 0;
     this.closedByUs = false;
     this.connects = 0;
     this.backfills = 0;
     this.received = 0; // metrics messages that came over the socket
+    this.lastSeq = new Map(); // epoch -> the highest seq received
+    this.gaps = []; // [{from_seq, to_seq, start, end}] detected and filled
     this.connect();
   }
 
@@ -26,12 +33,14 @@ export class RunSocket {
     ws.onopen = () => {
       this.retry = 0;
       this.connects++;
+      this.lastSeq.clear(); // what came before this socket is the backfill's job
       this.handlers.onState?.("live");
       this.backfill();
     };
     ws.onmessage = (event) => {
       let message;
       try { message = JSON.parse(event.data); } catch { return; }
+      this.checkSequence(message);
       if (message.type === "metrics" && Array.isArray(message.points)) {
         this.received++;
         this.store.add(message.points);
@@ -48,13 +57,44 @@ export class RunSocket {
     };
   }
 
-  async backfill() {
-    // step > lastStep - 1: the last step again too, since other names (an evaluation) can share it.
-    const since = this.store.lastStep >= 0 ? this.store.lastStep - 1 : -1;
+  // A message numbered past the one expected: fetch the steps between the last point we hold and
+  // this message's first (open-ended when the message carries no points).
+  checkSequence(message) {
+    if (typeof message.seq !== "number" || !message.epoch) return;
+    const first = typeof message.first_seq === "number" ? message.first_seq : message.seq;
+    const last = this.lastSeq.get(message.epoch);
+    this.lastSeq.set(message.epoch, Math.max(last ?? 0, message.seq));
+    if (last === undefined || first <= last + 1) return;
+    const start = Math.max(0, this.store.lastStep);
+    const end = typeof message.first_step === "number" ? message.first_step : null;
+    this.fill({ from_seq: last + 1, to_seq: first - 1, start, end });
+  }
+
+  async fill(gap) {
+    this.gaps.push(gap);
     try {
-      const data = await api(`/api/runs/${this.runId}/metrics/?since=${since}`);
+      const series = await fetchRange(api, this.runId, { start: gap.start, end: gap.end });
+      gap.filled = true;
+      if (this.store.addSeries(series)) this.handlers.onBackfill?.(series);
+    } catch (error) {
+      console.warn("gap fill failed", error);
+    }
+  }
+
+  async backfill() {
+    try {
+      let series;
+      if (this.store.lastStep < 0 && this.width) {
+        const data = await api(`/api/runs/${this.runId}/metrics/?width=${this.width}`);
+        series = data.series;
+        this.downsampled = data.downsampled;
+      } else {
+        // step > lastStep - 1: the last step again too, since other names (an evaluation) can share it.
+        const since = this.store.lastStep >= 0 ? this.store.lastStep - 1 : -1;
+        series = await fetchRange(api, this.runId, { since });
+      }
       this.backfills++;
-      if (this.store.add(data.points)) this.handlers.onBackfill?.(data.points);
+      if (this.store.addSeries(series)) this.handlers.onBackfill?.(series);
     } catch (error) {
       console.warn("backfill failed", error);
     }

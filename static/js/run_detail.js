@@ -9,11 +9,23 @@ import { MetricStore } from "./metrics.js";
 const runId = JSON.parse(document.getElementById("run-id").textContent);
 const $ = (id) => document.getElementById(id);
 const store = new MetricStore();
-const lossChart = new LineChart($("loss-chart"), { yLabel: "loss" });
+const lossChart = new LineChart($("loss-chart"), { yLabel: "loss", onZoom: (range) => zoomLosses(range) });
 const miouChart = new LineChart($("miou-chart"), { yLabel: "mIoU (%)", percent: true, points: true, dashed: ["source-only (final)"] });
 let run = null;
 let baselineMiou = null;
 let drawQueued = false;
+
+// Zoomed into a step range: that range's loss curves drawn again to the chart's width (every point
+// once the range holds no more than two a pixel; min and max a pixel before), in place of the
+// overview until the user double-clicks.
+async function zoomLosses(range) {
+  if (!range) { draw(); return; }
+  const names = store.names().filter((n) => n.startsWith("loss/"));
+  const query = new URLSearchParams({ names: names.join(","), start: range.min, end: range.max, width: lossChart.width() });
+  const { series } = await api(`/api/runs/${runId}/metrics/?${query}`);
+  if (lossChart.zoom !== range) return; // zoomed elsewhere (or out) meanwhile
+  lossChart.setData(new Map(names.map((n) => [n.slice(5), series[n] ? [series[n].step, series[n].value] : [[], []]])));
+}
 
 function draw() {
   if (drawQueued) return;
@@ -21,7 +33,7 @@ function draw() {
   requestAnimationFrame(() => {
     drawQueued = false;
     const losses = new Map(store.names().filter((n) => n.startsWith("loss/")).map((n) => [n.slice(5), store.series(n)]));
-    if (losses.size) lossChart.setData(losses);
+    if (losses.size && !lossChart.zoom) lossChart.setData(losses);
     const miou = new Map([["student", store.series("eval/miou")]]);
     if (baselineMiou !== null && store.count("eval/miou")) {
       const [steps] = store.series("eval/miou");
@@ -144,7 +156,7 @@ const socket = new RunSocket(runId, store, {
       $("gallery-link").textContent = `Prediction gallery (new: step ${message.step})`;
     }
   },
-});
+}, { width: lossChart.width() });
 
 window.__duda = { store, socket, lossChart, miouChart };
 

@@ -89,6 +89,11 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="run_owner_created"),
             models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat"),
+            # The runs list: newest first (staff see all), and its filters with the same order.
+            models.Index(fields=["-created_at", "-id"], name="run_created"),
+            models.Index(fields=["owner", "status", "-created_at"], name="run_owner_status_created"),
+            models.Index(fields=["method", "-created_at"], name="run_method_created"),
+            models.Index(fields=["target_dataset", "-created_at"], name="run_target_created"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -155,7 +160,10 @@ class Run(models.Model):
 class MetricPoint(models.Model):
     """One value of one named metric at one step (losses, learning rate, target mIoU...)."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_points")
+    # No index of its own on ``run``: the unique (run, step, name) index serves every lookup by run,
+    # and the pages by step (``since``); (run, name, step) with the value serves one curve's range from
+    # the index alone.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_points", db_index=False)
     step = models.PositiveIntegerField()
     name = models.CharField(max_length=64)
     value = models.FloatField()
@@ -163,7 +171,7 @@ class MetricPoint(models.Model):
     class Meta:
         ordering = ["step", "name"]
         constraints = [models.UniqueConstraint(fields=["run", "step", "name"], name="metric_unique_run_step_name")]
-        indexes = [models.Index(fields=["run", "step"], name="metric_run_step")]
+        indexes = [models.Index(fields=["run", "name", "step"], include=["value"], name="metric_run_name_step")]
 
 
 class ClassIoU(models.Model):

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.db.models import Q, QuerySet
 
 from webapp.runs import inputs
@@ -59,7 +60,8 @@ def run_get(*, user, run_id) -> Run:
 def run_list(*, user, status: str = "", method: str = "", query: str = "", target: str = "", benchmark: str = "",
              student: str = "") -> QuerySet[Run]:
     runs = runs_visible_to(user).select_related(
-        "owner", "baseline", "led_group__source_only", "led_group__self_training", "launch_group")
+        "owner", "baseline", "led_group__source_only", "led_group__self_training", "launch_group",
+    ).defer("config")  # the list never shows the config
     if status:
         runs = runs.filter(status__in=[s for s in status.split(",") if s])
     if method:
@@ -154,15 +156,125 @@ def runs_taught_by(run: Run) -> list[Run]:
 # --------------------------------------------------------------------------------------------
 
 
-def metric_points(*, run: Run, since: int | None = None, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Metric points with ``step > since`` (all when ``since`` is None), ordered by step then name."""
+def metric_page(*, run: Run, since: int | None = None, end: int | None = None, names: list[str] | None = None,
+                limit: int = METRIC_PAGE_LIMIT) -> dict[str, Any]:
+    """Every point with ``since < step <= end``, in columns per name, at most ``limit`` of them.
+
+    A page ends on a whole step: when more points follow, ``next`` is the step to pass as ``since`` for
+    the next page (a cursor by step); ``None`` when this page holds the rest.
+    """
     points = MetricPoint.objects.filter(run=run)
     if since is not None:
         points = points.filter(step__gt=since)
+    if end is not None:
+        points = points.filter(step__lte=end)
     if names:
         points = points.filter(name__in=names)
-    rows = points.order_by("step", "name").values_list("step", "name", "value")[:METRIC_PAGE_LIMIT]
-    return [{"step": step, "name": name, "value": value} for step, name, value in rows]
+    rows = list(points.order_by("step", "name").values_list("step", "name", "value")[: limit + 1])
+    next_since = None
+    if len(rows) > limit:
+        cut_step = rows[limit][0]  # the first step that does not fit whole
+        kept = [row for row in rows[:limit] if row[0] < cut_step]
+        if not kept:  # one step holds more names than the limit: serve it whole rather than loop
+            kept = [row for row in rows if row[0] == cut_step]
+        rows = kept
+        next_since = rows[-1][0]
+    series: dict[str, dict[str, list]] = {}
+    for step, name, value in rows:
+        column = series.get(name)
+        if column is None:
+            column = series[name] = {"step": [], "value": [], "downsampled": False}
+        column["step"].append(step)
+        column["value"].append(value)
+    return {"series": series, "last_step": rows[-1][0] if rows else since, "next": next_since}
+
+
+def metric_curves(*, run: Run, width: int, start: int | None = None, end: int | None = None,
+                  names: list[str] | None = None) -> dict[str, Any]:
+    """Each curve as drawn on ``width`` pixels: the steps ``start..end`` cut into ``width`` equal
+    buckets, and of each bucket the point with the lowest and the one with the highest value (so every
+    spike shows). A curve with no more than ``2 * width`` points in the range comes whole
+    (``downsampled`` false); ``count`` is how many points it has there, all stored and pageable."""
+    wanted = names if names else metric_names(run=run)
+    curves = {name: curve_arrays(run_id=run.pk, name=name, lo=start, hi=end) for name in wanted}
+    curves = {name: arrays for name, arrays in curves.items() if len(arrays[0])}
+    series: dict[str, dict[str, Any]] = {}
+    if not curves:
+        return {"series": series, "last_step": None}
+    lo = min(int(steps[0]) for steps, _ in curves.values())  # the buckets span the points found
+    hi = max(int(steps[-1]) for steps, _ in curves.values())
+    for name, (steps, values) in curves.items():
+        count = len(steps)
+        if count > 2 * width:
+            keep = bucket_extremes(steps, values, lo=lo, hi=hi, width=width)
+            steps, values = steps[keep], values[keep]
+        series[name] = {"step": steps.tolist(), "value": values.tolist(), "count": count,
+                        "downsampled": len(steps) < count}
+    return {"series": series, "last_step": hi}
+
+
+def bucket_extremes(steps: np.ndarray, values: np.ndarray, *, lo: int, hi: int, width: int) -> np.ndarray:
+    """Indices (in step order) of each bucket's lowest and highest value; ``lo..hi`` cut in ``width``."""
+    buckets = ((steps.astype(np.int64) - lo) * width) // (hi - lo + 1)
+    order = np.lexsort((values, buckets))  # by bucket, then value
+    ordered = buckets[order]
+    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    lasts = np.r_[firsts[1:] - 1, len(order) - 1]
+    return np.unique(np.concatenate([order[firsts], order[lasts]]))
+
+
+# One curve as two byte strings (PostgreSQL): each step as 4 and each value as 8 big-endian bytes,
+# read straight into numpy arrays (no Python object per point). The index (run, name, step) with the
+# value serves it alone.
+_CURVE_SQL = """
+SELECT string_agg(int4send(step), ''::bytea), string_agg(float8send(value), ''::bytea)
+FROM runs_metricpoint WHERE run_id = %s AND name = %s AND step >= %s AND step <= %s
+"""
+MAX_STEP = 2**31 - 1  # the step column's largest value (PostgreSQL integer)
+
+
+def curve_arrays(*, run_id: int, name: str, lo: int | None = None, hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One curve's steps and values in ``lo..hi`` (None: no bound), in step order, as numpy arrays."""
+    from django.db import connection
+
+    lo = 0 if lo is None else lo
+    hi = MAX_STEP if hi is None else min(hi, MAX_STEP)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_CURVE_SQL, [run_id, name, lo, hi])
+            raw_steps, raw_values = cursor.fetchone()
+        steps = np.frombuffer(raw_steps or b"", dtype=">i4").astype(np.int64)
+        values = np.frombuffer(raw_values or b"", dtype=">f8").astype(np.float64)
+    else:
+        rows = list(MetricPoint.objects.filter(run_id=run_id, name=name, step__gte=lo, step__lte=hi)
+                    .values_list("step", "value"))
+        steps = np.array([r[0] for r in rows], dtype=np.int64)
+        values = np.array([r[1] for r in rows], dtype=np.float64)
+    if len(steps) > 1 and np.any(steps[1:] < steps[:-1]):  # the aggregate kept no order: put it back
+        order = np.argsort(steps, kind="stable")
+        steps, values = steps[order], values[order]
+    return steps, values
+
+
+_NAMES_SQL = """
+WITH RECURSIVE found(name) AS (
+    SELECT (SELECT name FROM runs_metricpoint WHERE run_id = %s ORDER BY name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.name FROM runs_metricpoint m WHERE m.run_id = %s AND m.name > found.name ORDER BY m.name LIMIT 1)
+    FROM found WHERE found.name IS NOT NULL
+)
+SELECT name FROM found WHERE name IS NOT NULL
+"""
+
+
+def metric_names(*, run: Run) -> list[str]:
+    """The names of the run's curves: one probe of the (run, name, step) index per name (a loose
+    index scan), not a pass over every point."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_NAMES_SQL, [run.pk, run.pk])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _clean(value: float | None) -> float | None:
@@ -321,8 +433,10 @@ def events_tail(*, run: Run, limit: int = 200) -> list[RunEvent]:
     return events
 
 
-def compare_data(*, user, run_ids: list[int]) -> dict[str, Any]:
-    """Curves (target mIoU and losses) and the latest per-class IoU of several runs, for overlaying."""
+def compare_data(*, user, run_ids: list[int], names: list[str], width: int, start: int | None = None,
+                 end: int | None = None) -> dict[str, Any]:
+    """The curves ``names`` of several runs, each drawn on ``width`` pixels (``metric_curves``), the
+    latest per-class IoU of each run, and the metric names each run has (for the page's choice)."""
     runs = list(runs_visible_to(user).filter(pk__in=run_ids))
     order = {rid: i for i, rid in enumerate(run_ids)}
     runs.sort(key=lambda r: order.get(r.pk, 0))
@@ -340,7 +454,9 @@ def compare_data(*, user, run_ids: list[int]) -> dict[str, Any]:
                 "target_dataset": run.target_dataset,
                 "best_miou": run.best_miou,
                 "final_miou": run.final_miou,
-                "metrics": metric_points(run=run),
+                "metrics": metric_curves(run=run, width=width, names=names, start=start, end=end)["series"]
+                if names else {},
+                "metric_names": metric_names(run=run),
                 "class_iou_step": last,
                 "class_iou": [table[last].get(c["index"]) for c in class_palette(run)] if last is not None else None,
             }

@@ -148,15 +148,18 @@ def test_cancel_resume_delete(api, alice):
 def test_metrics_since_a_step(api, alice):
     run = simulate_results(launch(alice))
     everything = api.get(f"/api/runs/{run.pk}/metrics/").json()
-    steps = [(p["step"], p["name"]) for p in everything["points"]]
-    assert len(steps) == len(set(steps)) and steps == sorted(steps)
-    assert {n for _, n in steps} == {"loss/source", "eval/miou", "eval/pixel_accuracy"}
+    assert everything["next"] is None and everything["downsampled"] is False
+    series = everything["series"]
+    assert set(series) == {"loss/source", "eval/miou", "eval/pixel_accuracy"}
+    assert series["loss/source"]["step"] == list(range(1, 9)) and not series["loss/source"]["downsampled"]
     later = api.get(f"/api/runs/{run.pk}/metrics/?since=5").json()
-    assert later["since"] == 5 and later["last_step"] == 8 and min(p["step"] for p in later["points"]) == 6
-    only = api.get(f"/api/runs/{run.pk}/metrics/?names=eval/miou").json()["points"]
-    assert [(p["step"], p["value"]) for p in only] == [(4, 4.0), (8, 8.0)]
+    assert later["since"] == 5 and later["last_step"] == 8 and later["series"]["loss/source"]["step"] == [6, 7, 8]
+    only = api.get(f"/api/runs/{run.pk}/metrics/?names=eval/miou").json()["series"]
+    assert only == {"eval/miou": {"step": [4, 8], "value": [4.0, 8.0], "downsampled": False}}
     assert api.get(f"/api/runs/{run.pk}/metrics/?since=x").status_code == 400
-    assert api.get(f"/api/runs/{run.pk}/metrics/?since=8").json()["points"] == []
+    assert api.get(f"/api/runs/{run.pk}/metrics/?since=8").json()["series"] == {}
+    assert api.get(f"/api/runs/{run.pk}/metrics/?width=0").status_code == 400
+    assert api.get(f"/api/runs/{run.pk}/metrics/?start=5&end=4").status_code == 400
 
 
 def test_class_iou_with_the_change_against_source_only(api, alice):
@@ -208,8 +211,11 @@ def test_events_checkpoints_datasets_options_baselines_compare(api, alice):
     assert presets["mit_b0"] is False and presets["mit_b5"] is True
     found = api.get("/api/baselines/?target=toy:real&student=mit_b0").json()
     assert [r["id"] for r in found] == [baseline.pk]
-    compare = api.get(f"/api/runs/compare/?ids={run.pk},{baseline.pk}").json()
+    compare = api.get(f"/api/runs/compare/?ids={run.pk},{baseline.pk}&names=eval/miou&width=100").json()
     assert [r["id"] for r in compare["runs"]] == [run.pk, baseline.pk]
+    assert compare["runs"][0]["metrics"] == {"eval/miou": {"step": [4, 8], "value": [4.0, 8.0], "count": 2,
+                                                           "downsampled": False}}  # only the curves asked for
+    assert compare["runs"][0]["metric_names"] == ["eval/miou", "eval/pixel_accuracy", "loss/source"]
     assert compare["runs"][0]["class_iou_step"] == 8 and len(compare["runs"][0]["class_iou"]) == 19
 
 

@@ -60,14 +60,14 @@ def receive_published(run_id: int, steps: range) -> list[int]:
 
         def publish_all() -> None:
             for step in steps:
-                live.publish(run_id, "metrics", {"step": step})
+                live.publish(run_id, "metrics", {"step": step, "points": [{"step": step, "name": "loss", "value": 1.0}]})
 
         await asyncio.to_thread(publish_all)
         received = []
         try:
             while len(received) < len(steps):
                 message = await asyncio.wait_for(layer.receive(channel), timeout=5)
-                received.append(message["step"])
+                received.extend(point["step"] for point in message["points"])  # coalesced: several a message
         finally:
             await layer.group_discard(live.group_name(run_id), channel)
         return received
@@ -87,4 +87,38 @@ def test_publishing_never_blocks_when_redis_is_down(outage, hung_redis):
 
 
 def test_updates_arrive_in_the_order_they_were_published():
-    assert receive_published(9002, range(80)) == list(range(80))  # under the layer's capacity of 100
+    assert receive_published(9002, range(80)) == list(range(80))
+
+
+def test_messages_are_numbered_and_coalesced_per_run():
+    """A run publishing 400 times in a burst: its "metrics" go as a few messages whose numbers
+    (first_seq..seq) follow each other with no hole, holding every point in order."""
+
+    async def scenario() -> list[dict]:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(live.group_name(9003), channel)
+
+        def burst() -> None:
+            for step in range(1, 401):
+                live.publish(9003, "metrics", {"step": step, "points": [{"step": step, "name": "loss", "value": 1.0}]})
+            live.publish(9003, "status", {"status": "succeeded"})
+
+        await asyncio.to_thread(burst)
+        messages = []
+        try:
+            while not messages or messages[-1]["type"] != "run.status":
+                messages.append(await asyncio.wait_for(layer.receive(channel), timeout=5))
+        finally:
+            await layer.group_discard(live.group_name(9003), channel)
+        return messages
+
+    messages = asyncio.run(scenario())
+    assert len(messages) < 40, len(messages)  # 401 published; metrics joined per live.COALESCE_S
+    assert len({m["epoch"] for m in messages}) == 1
+    numbers = [(m["first_seq"], m["seq"]) for m in messages]
+    assert numbers[0][0] == numbers[-1][1] - 400  # this group's numbers, from wherever the process was
+    assert all(b[0] == a[1] + 1 for a, b in zip(numbers, numbers[1:], strict=False))  # no hole
+    points = [p["step"] for m in messages[:-1] for p in m["points"]]
+    assert points == list(range(1, 401))
+    assert all(m["first_step"] == m["points"][0]["step"] and m["step"] == m["points"][-1]["step"] for m in messages[:-1])

@@ -175,22 +175,46 @@ class RunDetailOutput(RunOutput):
         read_only_fields = fields
 
 
-class MetricPointOutput(serializers.Serializer):
-    step = serializers.IntegerField()
-    name = serializers.CharField()
-    value = serializers.FloatField()
+class MetricSeriesOutput(serializers.Serializer):
+    step = serializers.ListField(child=serializers.IntegerField())
+    value = serializers.ListField(child=serializers.FloatField())
+    downsampled = serializers.BooleanField(help_text="true: min and max of each pixel's bucket, not every point")
+    count = serializers.IntegerField(required=False, help_text="points stored in the range (downsampled answers)")
 
 
 class MetricsOutput(serializers.Serializer):
+    """Documents the answer's shape; the view builds the dict itself (no per-point serializer)."""
+
     run = serializers.IntegerField()
     since = serializers.IntegerField(allow_null=True)
+    start = serializers.IntegerField(allow_null=True)
+    end = serializers.IntegerField(allow_null=True)
+    width = serializers.IntegerField(allow_null=True, help_text="pixels the curves were downsampled to; null: every point")
+    downsampled = serializers.BooleanField(help_text="true when any series is downsampled")
     last_step = serializers.IntegerField(allow_null=True)
-    points = MetricPointOutput(many=True)
+    next = serializers.IntegerField(allow_null=True, help_text="more points follow: ask again with since=next")
+    series = serializers.DictField(child=MetricSeriesOutput(), help_text="name -> {step: [...], value: [...]}")
+
+
+MAX_CURVE_WIDTH = 8000  # pixels; a 4K screen's width with room to spare
 
 
 class MetricsQuery(serializers.Serializer):
-    since = AsciiIntegerField(required=False, min_value=-1)
-    names = serializers.CharField(required=False, allow_blank=True)
+    since = AsciiIntegerField(required=False, min_value=-1, help_text="only points with step > since (pages)")
+    start = AsciiIntegerField(required=False, min_value=0, help_text="only points with step >= start")
+    end = AsciiIntegerField(required=False, min_value=0, help_text="only points with step <= end")
+    names = serializers.CharField(required=False, allow_blank=True, max_length=4000)
+    width = AsciiIntegerField(required=False, min_value=1, max_value=MAX_CURVE_WIDTH,
+                              help_text="downsample each curve to this many pixels (min and max per pixel)")
+    limit = AsciiIntegerField(required=False, min_value=1, max_value=100000, help_text="points per page (every point)")
+
+    def validate(self, attrs):
+        if "width" in attrs and "since" in attrs:
+            raise serializers.ValidationError({"since": ["pages (since) serve every point; leave out width"]})
+        start, end = attrs.get("start"), attrs.get("end")
+        if start is not None and end is not None and end < start:
+            raise serializers.ValidationError({"end": ["must not be below start"]})
+        return attrs
 
 
 class CheckpointOutput(serializers.ModelSerializer):

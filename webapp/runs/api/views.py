@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from webapp.runs import catalog, downloads, inputs, selectors
 from webapp.runs.api.schema import ErrorOutput
 from webapp.runs.api.serializers import (
+    MAX_CURVE_WIDTH,
     CheckpointOutput,
     ExportOutput,
     MetricsOutput,
@@ -121,21 +122,42 @@ class RunResumeApi(APIView):
 
 
 class RunMetricsApi(APIView):
+    """A run's curves in columns. With ``width``: each curve downsampled to that many pixels over
+    ``start..end`` (min and max per pixel; zoom in by narrowing the range). Without: every point,
+    in pages of ``limit`` cut at whole steps; ``next`` says where the next page starts (``since``)."""
+
     @extend_schema(
         operation_id="runs_metrics",
         parameters=[OpenApiParameter("since", int, required=False, description="only points with step > since"),
+                    OpenApiParameter("start", int, required=False, description="only points with step >= start"),
+                    OpenApiParameter("end", int, required=False, description="only points with step <= end"),
+                    OpenApiParameter("width", int, required=False,
+                                     description="downsample each curve to this many pixels (min and max per pixel)"),
+                    OpenApiParameter("limit", int, required=False, description="points per page without width"),
                     OpenApiParameter("names", str, required=False, description="comma-separated metric names")],
-        responses=MetricsOutput,
+        responses={200: MetricsOutput, 400: ErrorOutput},
     )
     def get(self, request, run_id: int):
         run = selectors.run_get(user=request.user, run_id=run_id)
         query = MetricsQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        since = query.validated_data.get("since")
-        names = [n for n in query.validated_data.get("names", "").split(",") if n]
-        points = selectors.metric_points(run=run, since=since, names=names or None)
-        last = points[-1]["step"] if points else since
-        return Response(MetricsOutput({"run": run.pk, "since": since, "last_step": last, "points": points}).data)
+        q = query.validated_data
+        names = [n for n in q.get("names", "").split(",") if n] or None
+        start, end, width = q.get("start"), q.get("end"), q.get("width")
+        if width is not None:
+            found = selectors.metric_curves(run=run, width=width, start=start, end=end, names=names)
+            found["next"] = None
+        else:
+            since = q.get("since")
+            if start is not None:
+                since = max(since if since is not None else -1, start - 1)
+            found = selectors.metric_page(run=run, since=since, end=end, names=names,
+                                          limit=q.get("limit", selectors.METRIC_PAGE_LIMIT))
+        return Response({
+            "run": run.pk, "since": q.get("since"), "start": start, "end": end, "width": width,
+            "downsampled": any(s["downsampled"] for s in found["series"].values()),
+            "last_step": found["last_step"], "next": found["next"], "series": found["series"],
+        })
 
 
 class RunClassIouApi(APIView):
@@ -316,8 +338,18 @@ class BaselinesApi(APIView):
 
 
 class CompareApi(APIView):
-    @extend_schema(operation_id="runs_compare", parameters=[OpenApiParameter("ids", str, description="run ids, comma-separated")],
+    @extend_schema(operation_id="runs_compare", parameters=[OpenApiParameter("ids", str, description="run ids, comma-separated"),
+                               OpenApiParameter("names", str, required=False,
+                                                description="the curves to send, comma-separated (none: no curves)"),
+                               OpenApiParameter("width", int, required=False, description="pixels per curve"),
+                               OpenApiParameter("start", int, required=False, description="first step drawn"),
+                               OpenApiParameter("end", int, required=False, description="last step drawn")],
                    responses={200: OpenApiTypes.OBJECT, 400: ErrorOutput})
     def get(self, request):
         ids = inputs.id_list(request.query_params, "ids")[:12]
-        return Response(selectors.compare_data(user=request.user, run_ids=ids))
+        names = [n for n in inputs.text_param(request.query_params, "names", max_length=2000).split(",") if n][:20]
+        width = inputs.int_param(request.query_params, "width", default=800, low=1, high=MAX_CURVE_WIDTH)
+        start, end = (inputs.int_param(request.query_params, key, default=0, low=0, high=inputs.MAX_ID)
+                      if request.query_params.get(key) else None for key in ("start", "end"))
+        return Response(selectors.compare_data(user=request.user, run_ids=ids, names=names, width=width,
+                                               start=start, end=end))

@@ -1,0 +1,130 @@
+"""Curves at any length: a curve longer than any page arrives whole through its pages; a curve drawn
+to a width keeps each bucket's min and max; JSON answers are gzipped (pages are not); the queries
+behind them run on the indexes made for them (EXPLAIN)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from tests.webapp.runs.conftest import launch
+from webapp.runs import selectors
+from webapp.runs.models import MetricPoint, Run
+
+pytestmark = pytest.mark.django_db
+
+LONG = selectors.METRIC_PAGE_LIMIT + 12_345  # longer than one page
+
+
+def store_curve(run: Run, name: str, values: np.ndarray, first_step: int = 1) -> None:
+    MetricPoint.objects.bulk_create(
+        [MetricPoint(run=run, step=first_step + i, name=name, value=float(v)) for i, v in enumerate(values)],
+        batch_size=5000)
+
+
+def test_a_curve_longer_than_a_page_arrives_whole_through_its_pages(api, alice):
+    run = launch(alice)
+    values = np.random.default_rng(0).normal(size=LONG)
+    store_curve(run, "loss/source", values)
+    store_curve(run, "lr", np.full(100, 1e-4), first_step=LONG - 99)  # the last 100 steps hold two names
+    steps: list[int] = []
+    got: list[float] = []
+    since, pages = None, 0
+    while True:
+        data = api.get(f"/api/runs/{run.pk}/metrics/", {"names": "loss/source"} | ({"since": since} if since else {}))
+        page = data.json()
+        pages += 1
+        column = page["series"]["loss/source"]
+        assert not page["downsampled"] and not column["downsampled"]
+        steps += column["step"]
+        got += column["value"]
+        if page["next"] is None:
+            break
+        assert page["next"] == column["step"][-1]  # the cursor is the last step served
+        since = page["next"]
+    assert pages == 2
+    assert steps == list(range(1, LONG + 1)) and np.allclose(got, values)
+
+    # A page ends on a whole step: with a limit that would split a step, the step goes to the next page.
+    small = api.get(f"/api/runs/{run.pk}/metrics/", {"since": LONG - 10, "limit": 5}).json()
+    assert small["series"]["loss/source"]["step"] == [LONG - 9, LONG - 8] == small["series"]["lr"]["step"]
+    assert small["next"] == LONG - 8
+
+
+def test_a_curve_drawn_to_a_width_keeps_each_buckets_min_and_max(api, alice):
+    run = launch(alice)
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=LONG)
+    spikes = rng.choice(LONG, size=7, replace=False)
+    values[spikes] = 1000.0 + np.arange(7)  # single-step spikes a plain stride would miss
+    store_curve(run, "loss/source", values)
+    store_curve(run, "eval/miou", np.linspace(10, 50, 20), first_step=1)  # short: whole
+    width = 300
+    answer = api.get(f"/api/runs/{run.pk}/metrics/", {"width": width})
+    page = answer.json()
+    loss, miou = page["series"]["loss/source"], page["series"]["eval/miou"]
+    assert page["downsampled"] and loss["downsampled"] and loss["count"] == LONG
+    assert not miou["downsampled"] and miou["step"] == list(range(1, 21))
+    assert len(loss["step"]) <= 2 * width and loss["step"] == sorted(loss["step"])
+    served = dict(zip(loss["step"], loss["value"], strict=True))
+    steps = np.arange(1, LONG + 1)
+    buckets = ((steps - 1) * width) // LONG  # the same buckets over the range's steps
+    for bucket in range(width):
+        inside = buckets == bucket
+        low, high = steps[inside][np.argmin(values[inside])], steps[inside][np.argmax(values[inside])]
+        assert served[int(low)] == pytest.approx(values[low - 1]) and served[int(high)] == pytest.approx(values[high - 1])
+    assert all(int(s) + 1 in served for s in spikes)
+    assert len(answer.content) < 60_000
+
+    # Zoomed into a range holding fewer points than two a pixel: every point of it.
+    zoom = api.get(f"/api/runs/{run.pk}/metrics/", {"width": width, "start": 5000, "end": 5200,
+                                                      "names": "loss/source"}).json()
+    assert zoom["series"]["loss/source"]["step"] == list(range(5000, 5201)), zoom["series"]["loss/source"]["count"]
+    assert not zoom["downsampled"]
+
+
+def test_json_answers_are_gzipped_and_pages_are_not(api, client, alice):
+    run = launch(alice)
+    store_curve(run, "loss/source", np.linspace(3, 1, 3000))
+    response = api.get(f"/api/runs/{run.pk}/metrics/", HTTP_ACCEPT_ENCODING="gzip, deflate")
+    assert response["Content-Encoding"] == "gzip" and "Accept-Encoding" in response["Vary"]
+    page = json.loads(gzip.decompress(response.content))
+    assert len(page["series"]["loss/source"]["step"]) == 3000
+    plain = api.get(f"/api/runs/{run.pk}/metrics/")
+    assert "Content-Encoding" not in plain and len(response.content) < len(plain.content) / 2
+    client.force_login(alice)
+    html = client.get(f"/runs/{run.pk}/", HTTP_ACCEPT_ENCODING="gzip")
+    assert html.status_code == 200 and "Content-Encoding" not in html  # it carries the CSRF token (BREACH)
+
+
+def plan(sql: str, params: list) -> str:
+    with connection.cursor() as cursor:
+        for kind in ("seqscan", "bitmapscan", "sort"):  # a tiny table: ask which index can serve it, in order
+            cursor.execute(f"SET LOCAL enable_{kind} = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_the_queries_run_on_their_indexes(alice):
+    run = launch(alice)
+    store_curve(run, "loss/source", np.ones(2000))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE runs_metricpoint")
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'runs_metricpoint'")
+        indexes = {row[0] for row in cursor.fetchall()}
+    assert indexes == {"runs_metricpoint_pkey", "metric_unique_run_step_name", "metric_run_name_step"}
+
+    page = MetricPoint.objects.filter(run=run, step__gt=1000).order_by("step", "name").values_list("step", "name", "value")
+    sql, params = page[:50000].query.sql_with_params()
+    text = plan(sql, list(params))
+    assert "metric_unique_run_step_name" in text and "Sort" not in text  # the page comes in index order
+
+    listing = selectors.run_list(user=alice, status="succeeded")
+    sql, params = listing[:100].query.sql_with_params()
+    assert "config" not in sql.split("FROM")[0]  # the list does not load the config JSON
+    text = plan(sql, list(params))
+    assert "run_owner_status_created" in text
