@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from webapp.runs.class_lists import classes_digest
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "queued"
@@ -47,6 +49,9 @@ class Run(models.Model):
     student = models.CharField(max_length=64, help_text="light backbone: the deployed network")
     auxiliary = models.CharField(max_length=64, blank=True, help_text="heavy backbone: DUDA's auxiliary and teacher")
     config = models.JSONField(help_text="the engine's full validated config")
+    classes_digest = models.CharField(
+        max_length=64, editable=False, help_text="sha256 of the config's class names in order (set on save)",
+    )
     baseline = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="a source-only run on the same target with the same student and classes, named at launch",
@@ -94,6 +99,9 @@ class Run(models.Model):
             models.Index(fields=["owner", "status", "-created_at"], name="run_owner_status_created"),
             models.Index(fields=["method", "-created_at"], name="run_method_created"),
             models.Index(fields=["target_dataset", "-created_at"], name="run_target_created"),
+            # Auto baselines: the newest succeeded source-only run of an owner per target, student and classes.
+            models.Index(fields=["owner", "method", "status", "target_dataset", "student", "classes_digest"],
+                         name="run_baseline_lookup"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -104,6 +112,13 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.name} ({self.status})"
+
+    def save(self, *args, **kwargs) -> None:
+        if "config" in self.__dict__:  # not deferred: the digest follows the class list
+            self.classes_digest = classes_digest(self.config)
+            if kwargs.get("update_fields") is not None and "config" in kwargs["update_fields"]:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "classes_digest"}
+        super().save(*args, **kwargs)
 
     # --- invariants and derived values ------------------------------------------------------
     def can_transition(self, to: str) -> bool:

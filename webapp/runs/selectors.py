@@ -14,6 +14,7 @@ import numpy as np
 from django.db.models import Q, QuerySet
 
 from webapp.runs import inputs
+from webapp.runs.class_lists import config_palette
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import (
     Checkpoint,
@@ -61,7 +62,8 @@ def run_list(*, user, status: str = "", method: str = "", query: str = "", targe
              student: str = "") -> QuerySet[Run]:
     runs = runs_visible_to(user).select_related(
         "owner", "baseline", "led_group__source_only", "led_group__self_training", "launch_group",
-    ).defer("config")  # the list never shows the config
+    ).defer(  # the list never shows a config
+        "config", "baseline__config", "led_group__source_only__config", "led_group__self_training__config")
     if status:
         runs = runs.filter(status__in=[s for s in status.split(",") if s])
     if method:
@@ -93,23 +95,14 @@ def run_search(query: str) -> Q:
     return q
 
 
-def baseline_candidates(*, user, target_dataset: str, student: str) -> QuerySet[Run]:
-    """Succeeded source-only runs of this user on the same target with the same student, newest first
-    (``matching_baselines`` keeps those with the same classes)."""
-    return runs_visible_to(user).filter(
-        method="source_only", status=RunStatus.SUCCEEDED, target_dataset=target_dataset, student=student
-    ).order_by("-finished_at", "-id")
-
-
-def class_names_of_config(config: dict[str, Any]) -> list[str]:
-    return [c["name"] for c in config_palette(config)]
-
-
-def matching_baselines(*, user, target_dataset: str, student: str, config: dict[str, Any]) -> list[Run]:
-    """``baseline_candidates`` that predict the same classes, in the same order, as ``config``."""
-    names = class_names_of_config(config)
-    return [run for run in baseline_candidates(user=user, target_dataset=target_dataset, student=student)
-            if class_names_of_config(run.config) == names]
+def baseline_candidates(*, user, target_dataset: str, student: str, classes_digest: str | None = None) -> QuerySet[Run]:
+    """Succeeded source-only runs of this user on the same target with the same student (and, given a
+    ``classes_digest``, the same class list), newest first."""
+    runs = runs_visible_to(user).filter(
+        method="source_only", status=RunStatus.SUCCEEDED, target_dataset=target_dataset, student=student)
+    if classes_digest is not None:
+        runs = runs.filter(classes_digest=classes_digest)
+    return runs.order_by("-finished_at", "-id")
 
 
 def baseline_of(run: Run) -> Run | None:
@@ -120,8 +113,30 @@ def baseline_of(run: Run) -> Run | None:
         return run.baseline if run.baseline_id else None
     if run.method == "source_only":
         return None
-    found = matching_baselines(user=run.owner, target_dataset=run.target_dataset, student=run.student, config=run.config)
-    return next((b for b in found if b.pk != run.pk), None)
+    return baseline_candidates(user=run.owner, target_dataset=run.target_dataset, student=run.student,
+                               classes_digest=run.classes_digest).exclude(pk=run.pk).defer("config").first()
+
+
+def auto_baseline_ids(runs: list[Run]) -> dict[int, int | None]:
+    """``baseline_of(run).pk`` for a page of runs, in one query: for each ``auto`` run, the newest
+    succeeded source-only run of its owner with its target, student and classes."""
+    wanted = {run.pk: (run.owner_id, run.target_dataset, run.student, run.classes_digest)
+              for run in runs if run.baseline_auto and run.method != "source_only"}
+    found: dict[int, int | None] = {run.pk: None for run in runs if run.baseline_auto}
+    if not wanted:
+        return found
+    keys = set(wanted.values())
+    candidates = Run.objects.filter(
+        method="source_only", status=RunStatus.SUCCEEDED, owner_id__in={k[0] for k in keys},
+        target_dataset__in={k[1] for k in keys}, student__in={k[2] for k in keys},
+        classes_digest__in={k[3] for k in keys},
+    ).order_by("-finished_at", "-id").values_list("pk", "owner_id", "target_dataset", "student", "classes_digest")
+    newest: dict[tuple, list[int]] = {}
+    for pk, *key in candidates:
+        newest.setdefault(tuple(key), []).append(pk)
+    for run_id, key in wanted.items():
+        found[run_id] = next((pk for pk in newest.get(key, []) if pk != run_id), None)
+    return found
 
 
 def teacher_candidates(*, user) -> QuerySet[Run]:
@@ -286,16 +301,6 @@ def class_palette(run: Run) -> list[dict[str, Any]]:
     return config_palette(run.config)
 
 
-def config_palette(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The classes of an engine config (as stored on a run): index, name and RGB colour."""
-    classes = (config or {}).get("classes", {})
-    if classes.get("preset", "cityscapes") == "custom":
-        names, colours = classes.get("names", []), classes.get("colours", [])
-    else:
-        from duda_engine.data.classes import CITYSCAPES
-
-        names, colours = CITYSCAPES.names, CITYSCAPES.colours
-    return [{"index": i, "name": n, "colour": list(c)} for i, (n, c) in enumerate(zip(names, colours, strict=False))]
 
 
 def _ious_by_step(run: Run) -> dict[int, dict[int, float | None]]:

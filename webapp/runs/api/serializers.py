@@ -153,6 +153,9 @@ class RunOutput(serializers.ModelSerializer):
         return f"/runs/{run.pk}/"
 
     def get_baseline(self, run) -> int | None:
+        known = self.context.get("baseline_ids", {})  # a list's auto baselines, found for the whole page
+        if run.pk in known:
+            return known[run.pk]
         baseline = selectors.baseline_of(run)
         return baseline.pk if baseline is not None else None
 

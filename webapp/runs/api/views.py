@@ -87,7 +87,8 @@ class RunListCreateApi(APIView):
         runs = selectors.run_list(user=request.user, **inputs.run_list_filters(request.query_params))
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(runs, request, view=self)
-        return paginator.get_paginated_response(RunOutput(page, many=True).data)
+        context = {"baseline_ids": selectors.auto_baseline_ids(page)}  # one query for the page, not one a run
+        return paginator.get_paginated_response(RunOutput(page, many=True, context=context).data)
 
     @extend_schema(operation_id="runs_create", request=RunCreateInput,
                    responses={201: RunDetailOutput})

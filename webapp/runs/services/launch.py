@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 
 from webapp.runs import catalog, confine, recipes, selectors
+from webapp.runs.class_lists import classes_digest
 from webapp.runs.errors import ApplicationError
 from webapp.runs.launch_schema import (
     AUTO,
@@ -309,8 +310,8 @@ def _resolve_baseline(*, owner, spec: LaunchSpec, built: BuiltConfig) -> tuple[R
     if built.config["method"] == "source_only" or spec.baseline is None or spec.baseline == "":
         return None, False
     student = built.config["model"]["student"]
-    candidates = selectors.matching_baselines(user=owner, target_dataset=built.target_key, student=student,
-                                              config=built.config)
+    candidates = list(selectors.baseline_candidates(user=owner, target_dataset=built.target_key, student=student,
+                                                    classes_digest=classes_digest(built.config)).defer("config"))
     if spec.baseline == AUTO:
         return (candidates[0] if candidates else None), True
     try:
