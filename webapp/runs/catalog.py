@@ -497,11 +497,12 @@ def dataset_class_names(key: str) -> tuple[str, ...] | None:
 
 def config_class_names(config: dict[str, Any]) -> tuple[str, ...]:
     """The class names of a run's stored config, in id order."""
-    from duda_engine.config import ClassesConfig
-    from duda_engine.config_fields import build_dataclass
-    from duda_engine.data.manifest import class_list
+    from duda_engine.data.classes import CITYSCAPES
 
-    return tuple(c["name"] for c in class_list(build_dataclass(ClassesConfig, config.get("classes") or {})))
+    classes = config.get("classes") or {}
+    if classes.get("preset", "cityscapes") == "custom":
+        return tuple(str(name) for name in classes.get("names", []))
+    return CITYSCAPES.names
 
 
 # --------------------------------------------------------------------------------------------

@@ -102,9 +102,11 @@ def _traceback_of(run) -> str:
 def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(request, run_id)
     others = selectors.runs_visible_to(request.user).filter(target_dataset=run.target_dataset).exclude(pk=run.pk)
+    names = catalog.config_class_names(run.config)  # side by side only with runs on the same class list
+    others = [o for o in others.order_by("-created_at")[:50] if catalog.config_class_names(o.config) == names]
     return render(request, "runs/gallery.html", {
         "run": run,
-        "others": others.order_by("-created_at")[:50],
+        "others": others,
         "compare_id": str(inputs.positive_int(request.GET.get("compare", "")) or ""),  # a bad id: no second run
         "gallery_config": {"run": run.pk, "method": run.method, "name": run.name},
     })

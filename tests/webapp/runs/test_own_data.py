@@ -114,3 +114,14 @@ def test_a_failed_runs_log_line_is_one_line_naming_the_file():
         "cannot decode image /d/a.png: the file is corrupt"
     assert is_user_error(DatasetError("x")) and not is_user_error(RuntimeError("x"))
     assert error_line(RuntimeError("CUDA out of memory")) == "RuntimeError: CUDA out of memory"
+
+
+def test_compare_pairs_per_class_iou_only_between_runs_with_the_same_classes(alice, root, api):
+    from tests.webapp.runs.conftest import simulate_results
+
+    toy = simulate_results(launch(alice))
+    yard = launch(alice, benchmark="", source="custom:yard", target="custom:yard", crop_size=(32, 32))
+    data = api.get(f"/api/runs/compare/?ids={toy.pk},{yard.pk}").json()
+    assert [r["same_classes"] for r in data["runs"]] == [True, False]
+    assert len(data["runs"][0]["class_iou"]) == 19 and data["runs"][1]["class_iou"] is None
+    assert [c["name"] for c in data["classes"]][:2] == ["road", "sidewalk"]
