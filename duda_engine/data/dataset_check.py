@@ -299,7 +299,8 @@ def check_dataset(
         first = samples[0]
         width, height = image_size(first.image)
         if first.label is not None and labelled:
-            label = decode_label(read_label(first.label, first.codec), first.codec, classes, first.label)
+            label = decode_label(read_label(first.label, first.codec), first.codec, classes, first.label,
+                                 ignore_unknown=cfg.ignore_unknown_labels)
             if label.shape != (height, width) and cfg.kind not in RESIZE_MISMATCHED_LABELS:
                 raise DatasetError(
                     f"label {first.label} is {label.shape[1]}x{label.shape[0]} but its image {first.image} "

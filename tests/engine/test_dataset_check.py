@@ -23,6 +23,7 @@ from duda_engine.data.dataset_check import (
     LABELS_REQUIRED,
     MAX_LISTED,
     DatasetCheckError,
+    check_dataset,
     scan_dataset,
 )
 from duda_engine.data.manifest import load_manifest
@@ -68,13 +69,16 @@ def test_every_problem_is_listed_with_its_file(tmp_path):
 
 def test_the_switch_makes_unknown_values_ignore(tmp_path):
     write_domain(tmp_path, "train", 3, seed=1, shift=0)
-    label = np.array(Image.open(tmp_path / "train" / "labels" / "001.png"))
+    label = np.array(Image.open(tmp_path / "train" / "labels" / "000.png"))
     label[:2] = 9
-    Image.fromarray(label).save(tmp_path / "train" / "labels" / "001.png")
+    Image.fromarray(label).save(tmp_path / "train" / "labels" / "000.png")
     strict = scan_dataset(custom(tmp_path), THREE, [("train", LABELS_REQUIRED)], use_cache=False)
     assert strict.counts == {"unknown label values": 1}
+    with pytest.raises(DatasetError, match="000.png holds values 9"):
+        check_dataset(custom(tmp_path), THREE, "train")  # the validator's quick look at the first sample
     lenient = scan_dataset(custom(tmp_path, ignore_unknown_labels=True), THREE, [("train", LABELS_REQUIRED)], use_cache=False)
     assert lenient.ok and lenient.problems == []
+    assert check_dataset(custom(tmp_path, ignore_unknown_labels=True), THREE, "train") == 3
 
 
 def test_problems_beyond_the_cap_are_counted(tmp_path):
