@@ -161,8 +161,8 @@ def train(config: ExperimentConfig, callbacks: Callbacks | None = None, *, resum
     try:
         validate_config(config)
     except (ConfigError, DatasetError) as error:
-        if isinstance(error, DatasetError) or error.field.endswith(".root"):  # a data problem: list them all
-            check_data(config, check_progress)
+        if isinstance(error, DatasetError) or error.field.endswith(".root"):  # problems with files: list them all
+            check_data(config, check_progress, files_only=True)
         raise
     check_data(config, check_progress)
     world = init_world(config.train.device, rendezvous)

@@ -16,6 +16,7 @@ from duda_engine.data.classes import CITYSCAPES, ClassSpec
 from duda_engine.data.dataset_check import (
     LABELS_NONE,
     LABELS_REQUIRED,
+    LAYOUT_PROBLEM,
     DatasetCheckError,
     Progress,
     check_dataset,
@@ -159,12 +160,14 @@ def data_checks(config: ExperimentConfig) -> list[tuple[str, list[tuple[str, str
     return checks
 
 
-def check_data(config: ExperimentConfig, progress: Callable[[str], Progress | None] | None = None) -> None:
+def check_data(config: ExperimentConfig, progress: Callable[[str], Progress | None] | None = None, *,
+               files_only: bool = False) -> None:
     """Read every image and label the run uses once (``scan_dataset``, cached); ``DatasetCheckError``
-    listing every problem. ``progress(side)`` gives the progress callback of one dataset's check."""
+    listing every problem. ``progress(side)`` gives the progress callback of one dataset's check;
+    ``files_only``: raise only for problems with files (not for a missing folder or split alone)."""
     classes = class_spec(config)
     for side, splits in data_checks(config):
         dataset = getattr(config, side)
         report = scan_dataset(dataset, classes, splits, progress=progress(side) if progress else None)
-        if not report.ok:
+        if not report.ok and not (files_only and set(report.counts) <= {LAYOUT_PROBLEM}):
             raise DatasetCheckError(f"{side}.root: {dataset.kind} dataset {dataset.root}", report)

@@ -41,6 +41,7 @@ from duda_engine.data.samples import LAYOUTS, RESIZE_MISMATCHED_LABELS, DatasetE
 CHECK_VERSION = 1  # part of the cache key: a change to what is checked invalidates old verdicts
 MAX_LISTED = 50  # problems named in a report; every problem is counted
 LABELS_REQUIRED, LABELS_OPTIONAL, LABELS_NONE = "required", "optional", "none"
+LAYOUT_PROBLEM = "layout"  # the kind of problem a missing folder or split, or a folder without images, is
 
 Progress = Callable[[int, int], None]  # (files done, files in all)
 
@@ -203,13 +204,13 @@ def _samples_of(cfg: DatasetConfig, split: str, labels: str, report: CheckReport
                 return error.found
         except DatasetError as error:
             if labels == LABELS_REQUIRED:
-                add("layout", str(error))
+                add(LAYOUT_PROBLEM, str(error))
                 report.splits[split] = {"images": 0, "labelled": True}
                 return []
     try:
         samples = find_samples(cfg, split, labelled=False)
     except DatasetError as error:
-        add("layout", str(error))
+        add(LAYOUT_PROBLEM, str(error))
         report.splits[split] = {"images": 0, "labelled": False}
         return []
     report.splits[split] = {"images": len(samples), "labelled": False}
