@@ -106,7 +106,7 @@ def worker_host(task_hostname: str | None) -> str:
 def run_adaptation(self, run_id: int) -> str:
     """Train run ``run_id`` with the engine; every outcome ends in a status (or leaves the run alone)."""
     from duda_engine.config_loading import config_from_dict
-    from webapp.runs.services import claims, lifecycle, limits, worker
+    from webapp.runs.services import claims, limits, worker
     from workers.callbacks import Heartbeat, RunCallbacks
 
     close_old_connections()
@@ -145,8 +145,7 @@ def run_adaptation(self, run_id: int) -> str:
             line = error_line(error)
             if not is_user_error(error):  # the traceback: in this worker's log above, and under the run page's details
                 write_traceback(Path(claim.run.output_dir) if claim.run.output_dir else None, traceback.format_exc())
-            lifecycle.run_event_add(run_id=run_id, token=claim.token, message=line, level="error")
-            worker.run_fail(run_id=run_id, token=claim.token, message=line)
+            worker.run_fail(run_id=run_id, token=claim.token, message=line)  # its Log line: "running → failed: <line>"
             return "failed"
     except claims.ClaimLost:
         log.warning("run %s: this worker no longer holds it (requeued, taken over or ended); stopped without "

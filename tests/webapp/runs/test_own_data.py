@@ -125,3 +125,36 @@ def test_compare_pairs_per_class_iou_only_between_runs_with_the_same_classes(ali
     assert [r["same_classes"] for r in data["runs"]] == [True, False]
     assert len(data["runs"][0]["class_iou"]) == 19 and data["runs"][1]["class_iou"] is None
     assert [c["name"] for c in data["classes"]][:2] == ["road", "sidewalk"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_data_broken_after_launch_fails_the_run_with_one_line_naming_the_file(alice, root):
+    from webapp.runs.models import RunEvent
+    from workers.tasks import run_adaptation
+
+    run = launch(alice, benchmark="", source="custom:yard", target="custom:yard", crop_size=(32, 32), iterations=2,
+                 num_workers=0, device="cpu", weights="random")
+    corrupt = root / "yard" / "train" / "images" / "002.png"
+    corrupt.write_bytes(b"no longer an image")
+    assert run_adaptation.apply(args=[run.pk]).get() == "failed"
+    run.refresh_from_db()
+    assert run.error_message == (f"source.root: custom dataset {root / 'yard'}: 1 problem: cannot decode image "
+                                 f"{corrupt}: the file is empty, corrupt or not an image")
+    errors = list(RunEvent.objects.filter(run=run, level="error").values_list("message", flat=True))
+    assert errors == [f"running → failed: {run.error_message}"]
+    assert not (run.folder / "traceback.txt").exists() and not (run.folder / "config.json").exists()
+
+
+def test_an_unexpected_errors_traceback_is_under_the_run_pages_details(alice, client):
+    from webapp.runs.models import Run
+    from workers.tasks import TRACEBACK_FILE, write_traceback
+
+    run = launch(alice)
+    Run.objects.filter(pk=run.pk).update(status="failed", error_message="RuntimeError: CUDA out of memory")
+    write_traceback(run.folder, "Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: CUDA out of memory\n")
+    assert (run.folder / TRACEBACK_FILE).exists()
+    client.force_login(alice)
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    assert '<details class="spaced-top" id="error-details"><summary>details</summary>' in page
+    assert "Traceback (most recent call last):" in page
+    assert page.count("RuntimeError: CUDA out of memory") == 2  # the error line, and the last line of the details
