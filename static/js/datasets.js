@@ -34,6 +34,12 @@ async function poll() {
     if (row.dataset.state === state && state !== "checking") continue;
     row.dataset.state = state;
     row.querySelector("td.status").replaceChildren(...statusCell(entry));
+    for (const split of ["train", "val"]) {
+      const count = entry.counts[split];
+      const unlabelled = count && !entry.counts[`${split}_labelled`];
+      row.querySelector(`td.count-${split}`).replaceChildren(count ? String(count) : "–",
+        ...(unlabelled ? [" ", el("span", { class: "muted" }, "(unlabelled)")] : []));
+    }
     for (const option of document.querySelectorAll(`#id_source option, #id_target option`)) {
       if (option.value === entry.key) option.textContent = entry.choice_label;
     }

@@ -71,7 +71,7 @@ def datasets_status(request: HttpRequest) -> JsonResponse:
     """The real datasets' verdicts and the progress of their checks (the launch page polls it)."""
     entries = catalog.real_datasets(wait=0)
     return JsonResponse({"datasets": [
-        {"key": e.key, "ok": e.ok, "problems": e.problems, "check": e.check,
+        {"key": e.key, "ok": e.ok, "problems": e.problems, "check": e.check, "counts": e.counts,
          "choice_label": RunLaunchForm._dataset_label(e)} for e in entries
     ]})
 

@@ -101,6 +101,7 @@ def test_own_dataset_listed_trained_and_its_broken_twin_refused(stack, datasets_
         assert bad.locator("td.status .bad").inner_text() == "not usable"
         problems = bad.locator(".problems li").all_inner_texts()
         assert len(problems) == 3
+        assert bad.locator("td.count-train").inner_text() == "8"  # labelled, one label missing (a problem above)
         assert any(f"cannot decode image {broken_files['corrupt']}" in p for p in problems)
         assert any(f"label {broken_files['unknown']} holds values 7" in p for p in problems)
         assert any(f"image {broken_files['unlabelled']} has no label" in p for p in problems)
