@@ -111,7 +111,7 @@ def check_progress_bar(side: str):
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=f"checking the {side} dataset", unit="file", dynamic_ncols=True, leave=False)
+            bar = tqdm(total=total, desc=f"checking the {side} dataset", unit="file", dynamic_ncols=True)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
