@@ -145,9 +145,12 @@ def _cache_file(cache_dir: Path, cfg: DatasetConfig, classes: ClassSpec, splits:
     return cache_dir / f"{hashlib.sha256(identity.encode()).hexdigest()[:40]}.json"
 
 
-def files_fingerprint(paths: Sequence[Path]) -> str | None:
-    """A digest of the files' names, sizes and modification times; None if one cannot be stat'ed."""
+def files_fingerprint(paths: Sequence[Path], extra: Sequence[str] = ()) -> str | None:
+    """A digest of the files' names, sizes and modification times (and of ``extra`` lines: what the walk
+    found, such as labels that are missing); None if a file cannot be stat'ed."""
     digest = hashlib.sha256()
+    for line in extra:
+        digest.update(f"{line}\n".encode())
     for path in sorted(set(paths)):
         try:
             stat = os.stat(path)
@@ -254,9 +257,10 @@ def scan_dataset(
     report.files = len(paths)
 
     cache_path = fingerprint = None
-    if use_cache and not counts:  # a layout problem is found again in no time: nothing to cache
+    if use_cache:
         cache_path = _cache_file(Path(cache_dir) if cache_dir else default_cache_dir(), cfg, classes, splits)
-        fingerprint = files_fingerprint(paths)
+        walked = [json.dumps(report.splits, sort_keys=True), json.dumps(dict(counts), sort_keys=True), *listed]
+        fingerprint = files_fingerprint(paths, walked)
         cached = _read_cache(cache_path, fingerprint) if fingerprint else None
         if cached is not None:
             if progress:

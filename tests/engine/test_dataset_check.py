@@ -105,6 +105,15 @@ def test_a_second_check_of_an_unchanged_tree_comes_from_the_cache(tmp_path):
     os.utime(label, ns=(label.stat().st_atime_ns, label.stat().st_mtime_ns + 10**9))
     third = scan_dataset(custom(tmp_path / "data"), THREE, [("train", LABELS_REQUIRED)], cache_dir=cache)
     assert not third.cached and third.counts == {"unknown label values": 1}
+    missing = tmp_path / "data" / "train" / "labels" / "005.png"
+    kept = missing.read_bytes()
+    missing.unlink()
+    fourth = scan_dataset(custom(tmp_path / "data"), THREE, [("train", LABELS_REQUIRED)], cache_dir=cache)
+    assert not fourth.cached and fourth.counts == {"unknown label values": 1, "missing label": 1}
+    assert scan_dataset(custom(tmp_path / "data"), THREE, [("train", LABELS_REQUIRED)], cache_dir=cache).cached
+    missing.write_bytes(kept)  # the label is back: a new verdict, not the cached one
+    fifth = scan_dataset(custom(tmp_path / "data"), THREE, [("train", LABELS_REQUIRED)], cache_dir=cache)
+    assert not fifth.cached and fifth.counts == {"unknown label values": 1}
 
 
 def test_an_unlabelled_split_is_read_for_its_images_only(tmp_path):
