@@ -250,3 +250,22 @@ def test_the_check_error_is_one_line_naming_the_dataset(broken_domains, tmp_path
         train(config)
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"source.root: custom dataset {broken_domains / 'source'}: 3 problems: ")
+
+
+def test_a_config_may_name_a_custom_dataset_by_its_folder(tmp_path):
+    from duda_engine.config_fields import ConfigError
+    from duda_engine.config_loading import load_config
+
+    write_domain(tmp_path / "yard", "train", 2, seed=1, shift=0)
+    (tmp_path / "yard" / "dataset.yaml").write_text(
+        "image_dir: '{split}/images'\nlabel_dir: '{split}/labels'\nresize: [96, 64]\n"
+        "classes:\n  names: [ground, box, disc]\n  colours: [[90, 90, 90], [200, 40, 40], [40, 40, 220]]\n")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"source: {{kind: custom, root: {tmp_path / 'yard'}, resize: [48, 32]}}\n"
+                    f"target: {{kind: custom, root: {tmp_path / 'yard'}}}\n")
+    config = load_config(path)
+    assert config.source.image_dir == "{split}/images" and config.target.label_dir == "{split}/labels"
+    assert config.source.resize == [48, 32] and config.target.resize == [96, 64]  # the config's own keys win
+    assert config.classes.preset == "custom" and config.classes.names == ["ground", "box", "disc"]
+    with pytest.raises(ConfigError, match=r"^classes: differ from the classes of .*dataset.yaml \(ground, box, disc\)"):
+        load_config(path, {"classes.preset": "cityscapes"})
