@@ -113,9 +113,11 @@ def toy_digest(domain: str, size: str, split: str) -> str:
 
 
 def environment(run_config: Path) -> dict:
-    """What decides a run's numbers besides the code: package versions, and a digest of the toy images
-    it trained and was scored on (numpy, Pillow and OpenCV render them; a new release can change pixels).
-    ``run_config``: the config.json the run wrote (overrides applied)."""
+    """What decides a run's numbers besides the code: package versions, a digest of the toy images it
+    trained and was scored on (numpy, Pillow and OpenCV render them; a new release can change pixels),
+    and the CPU's vector instruction set PyTorch's kernels use (AVX2, AVX512…): a run is bit-identical
+    when repeated on one kind of CPU, but another kind rounds differently and 400 iterations carry that
+    as far as a change of seed. ``run_config``: the config.json the run wrote (overrides applied)."""
     config = json.loads(run_config.read_text())
     digests = {}
     for role in ("source", "target"):
@@ -124,7 +126,15 @@ def environment(run_config: Path) -> dict:
         domain, size = config[role]["domain"], config[role]["toy_size"]
         for split in ("train", "val"):
             digests[f"{domain}_{size}/{split}"] = toy_digest(domain, size, split)
-    return {"packages": {name: metadata.version(name) for name in PACKAGES}, "toy_data": digests}
+    return {"packages": {name: metadata.version(name) for name in PACKAGES}, "toy_data": digests, "cpu": cpu_capability()}
+
+
+@functools.cache
+def cpu_capability() -> str:
+    """The instruction set PyTorch dispatches its CPU kernels to on this machine, e.g. ``AVX512``."""
+    result = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.strip()
 
 
 def score_teacher(job: Job, output_dir: Path) -> dict | None:
@@ -257,7 +267,8 @@ def markdown(rows: list[dict], commands: list[list[str]]) -> str:
             continue
         packages = ", ".join(f"{name} {version}" for name, version in e["packages"].items())
         data = ", ".join(f"{name} {digest}" for name, digest in e["toy_data"].items())
-        lines.append(f"Environment: {packages}; toy images (sha256 prefix): {data}")
+        cpu = f"; CPU kernels {e['cpu']}" if "cpu" in e else ""
+        lines.append(f"Environment: {packages}; toy images (sha256 prefix): {data}{cpu}")
     teachers = [r for r in rows if any(v is not None for v in r["teacher_values"])]
     if teachers:
         lines += ["", "Target mIoU of each run's EMA teacher at the end (`eval --network teacher`; DUDA: the large network's):",

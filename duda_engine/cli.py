@@ -155,7 +155,8 @@ def command_train(args) -> int:
     from duda_engine.train import train
 
     config = load_config(args.config, parse_overrides(args.set))
-    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="", flush=True)
+    if not args.quiet:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="", flush=True)
     started = time.perf_counter()
     result = train(config, ConsoleCallbacks(Path(config.output_dir), quiet=args.quiet), resume=not args.restart,
                    check_progress=None if args.quiet else check_progress_bar)
@@ -185,6 +186,9 @@ def command_eval(args) -> int:
 
 
 def command_predict(args) -> int:
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a damaged image is reported once, below
     device = resolve_device(args.device)
     if Path(args.checkpoint).suffix == ".onnx":  # an exported student: ONNX Runtime on the CPU
         if args.network != "student":
@@ -196,16 +200,28 @@ def command_predict(args) -> int:
     files = sorted(p for p in inputs.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if inputs.is_dir() else [inputs]
     if not files or not files[0].exists():
         raise DatasetError(f"no images at {inputs}")
+    if not inputs.is_dir():
+        read_image(files[0])  # a single image that cannot be read: an error, and nothing written
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    unreadable: list[DatasetError] = []
     for path in files:
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except DatasetError as error:  # one bad file in a folder: say so, and go on with the others
+            unreadable.append(error)
+            continue
         tensor = torch.from_numpy(image).permute(2, 0, 1)[None].to(device).float().div_(255)
         logits = predict_logits(model, tensor, classes.num_classes, image.shape[:2], args.mode, (args.window, args.window), (args.stride, args.stride))
         prediction = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
         Image.fromarray(prediction).save(out / f"{path.stem}_labelTrainIds.png")
         Image.fromarray(colorize(prediction, classes)).save(out / f"{path.stem}_color.png")
-    print(f"wrote {len(files)} predictions to {out}")
+    print(f"wrote {len(files) - len(unreadable)} predictions to {out}")
+    if unreadable:
+        print(f"{len(unreadable)} of {len(files)} images could not be read (no prediction written for them):", file=sys.stderr)
+        for error in unreadable:
+            print(f"  {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -222,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     train.add_argument("--restart", action="store_true", help="ignore existing checkpoints in output_dir")
-    train.add_argument("--quiet", action="store_true")
+    train.add_argument("--quiet", action="store_true",
+                       help="print only errors and the final summary (no config, progress bar or evaluation lines)")
     train.set_defaults(handler=command_train)
 
     evaluate = sub.add_parser("eval", help="target mIoU of a student (or full) checkpoint")
@@ -235,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also print where each class's labelled pixels went (the three most predicted classes)")
     evaluate.set_defaults(handler=command_eval)
 
-    predict = sub.add_parser("predict", help="segment images with a student checkpoint or an exported .onnx file")
+    predict = sub.add_parser(
+        "predict", help="segment images with a student checkpoint or an exported .onnx file",
+        description="Segment an image or every .png/.jpg under a folder. An image that cannot be read is listed "
+                    "at the end and the others are still written; the exit status is then 1 (0: all written, "
+                    "2: nothing to do, e.g. a single unreadable image or a bad checkpoint).")
     predict.add_argument("--checkpoint", required=True, help="student.pt, a full training checkpoint, or an exported .onnx file")
     predict.add_argument("--input", required=True, help="an image or a folder of images")
     predict.add_argument("--output", required=True)

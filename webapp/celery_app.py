@@ -4,7 +4,8 @@ The web app sends tasks by name (``app.send_task(RUN_ADAPTATION, ...)``) and nev
 the tasks live in ``workers.tasks``, which a process that starts a worker loads (``load_worker_tasks``)
 before the worker is made (``manage.py worker``, ``manage.py maintenance``, the embedded worker).
 
-Two queues: training workers (``manage.py worker``, one run at a time) read ``TRAINING_QUEUE`` only;
+Two queues: training workers (``manage.py worker``, one task at a time) read ``TRAINING_QUEUE`` only,
+where exports go too (they run on a worker's CPU, never in the web process);
 the reaper goes to ``MAINTENANCE_QUEUE``, which ``manage.py maintenance`` (Celery beat and a light
 worker) serves, so that it runs on time while every training worker is busy.
 """
@@ -19,6 +20,7 @@ TRAINING_QUEUE = "celery"  # Celery's default queue
 MAINTENANCE_QUEUE = "maintenance"
 
 RUN_ADAPTATION = "runs.run_adaptation"  # train one run: args [run_id]
+EXPORT_RUN = "runs.export_run"  # package a run's student (ONNX, int8, speed, model card): args [export_id]
 REAP_STALE_RUNS = "runs.reap_stale_runs"  # requeue or fail runs whose worker stopped, resend stranded ones
 
 app = Celery("duda_studio")

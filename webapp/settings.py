@@ -258,6 +258,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "webapp.runs.models.RunStatus",
+                            "ExportStatusEnum": "webapp.runs.models.ExportStatus"},
 }
 
 LOGGING = {
@@ -267,3 +269,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("DUDA_LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}, "axes": {"level": "WARNING"}},  # axes: lockouts only
 }
+
+# Exports (a run's student as float and int8 ONNX, measured by a worker): timed runs per file and
+# size for the speed figures, and target training images for int8 calibration.
+EXPORT_SPEED_RUNS = env_int("DUDA_EXPORT_SPEED_RUNS", 20, minimum=1)
+EXPORT_CALIBRATION_IMAGES = env_int("DUDA_EXPORT_CALIBRATION_IMAGES", 32, minimum=1)
+# An export still queued or running this long after it was asked for is failed when it is asked for again.
+EXPORT_TIMEOUT_S = env_int("DUDA_EXPORT_TIMEOUT_S", 2 * 3600, minimum=60)

@@ -27,6 +27,8 @@ from duda_engine.callbacks import Callbacks, PredictionSample
 from duda_engine.data.classes import ClassSpec
 from duda_engine.evaluate import EvalResult
 from webapp.runs.services import claims, lifecycle, records, worker
+from workers.eta import EtaEstimator
+from workers.run_log import RunLog
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,8 @@ class RunCallbacks(Callbacks):
         self.last_flush = 0.0
         self.step = 0
         self.total = 0
-        self.seconds_per_step: float | None = None
-        self._rate_mark: tuple[float, int] | None = None
+        self.eta: EtaEstimator | None = None
+        self.run_log = RunLog()
         self._last_claim_check = 0.0
         self._cancel = False
         self.shutdown_requested = threading.Event()  # set on a warm worker shutdown: stop and requeue
@@ -93,28 +95,32 @@ class RunCallbacks(Callbacks):
         self.last_flush = now
         self.published += 1
 
-    def _update_rate(self, step: int) -> None:
-        """Wall-clock seconds per iteration (evaluations included), smoothed, for the ETA."""
-        now = time.monotonic()
-        if self._rate_mark is not None and step > self._rate_mark[1]:
-            sample = (now - self._rate_mark[0]) / (step - self._rate_mark[1])
-            self.seconds_per_step = sample if self.seconds_per_step is None else 0.7 * self.seconds_per_step + 0.3 * sample
-        self._rate_mark = (now, step)
+    @property
+    def seconds_per_step(self) -> float | None:
+        """The ETA spread over the iterations left (``workers.eta``: a moving window, evaluations apart)."""
+        return self.eta.seconds_per_step() if self.eta is not None else None
+
+    def _log(self, line: str | None) -> None:
+        if line:
+            lifecycle.run_event_add(run_id=self.run_id, token=self.token, message=line)
 
     # --- the engine's callbacks -----------------------------------------------------------------
     def on_start(self, total_steps: int, start_step: int) -> None:
         self.step, self.total = start_step, total_steps
-        self._rate_mark = (time.monotonic(), start_step)
+        self.eta = EtaEstimator(total_steps, start_step, time.monotonic())
+        self.run_log = RunLog(total_steps=total_steps, start_step=start_step)
         worker.run_progress(run_id=self.run_id, token=self.token, step=start_step, seconds_per_step=None)
         where = f"resuming at iteration {start_step}" if start_step else "starting"
         lifecycle.run_event_add(run_id=self.run_id, token=self.token, message=f"training {where} of {total_steps}")
 
     def on_metrics(self, step: int, values: dict[str, float]) -> None:
         self._check_claim()
-        self._update_rate(step)
+        if self.eta is not None:
+            self.eta.on_metrics(step, time.monotonic())
         self.step = step
         self.pending.extend((step, name, float(value)) for name, value in values.items())
         self.flush()
+        self._log(self.run_log.metrics_line(step, values))
 
     def on_evaluation(self, step: int, result: EvalResult) -> None:
         self.step = max(self.step, step)
@@ -123,13 +129,20 @@ class RunCallbacks(Callbacks):
             run_id=self.run_id, token=self.token, step=step, miou=result.miou, per_class=result.per_class,
             pixel_accuracy=result.pixel_accuracy,
         )
+        if self.eta is not None:
+            self.eta.on_evaluation(step)
+        self._log(self.run_log.evaluation_line(step, result.miou, result.pixel_accuracy))
 
     def on_samples(self, step: int, samples: list[PredictionSample], classes: ClassSpec) -> None:
         records.samples_record(run_id=self.run_id, token=self.token, step=step, samples=samples, classes=classes)
+        if self.eta is not None:
+            self.eta.on_pause()
 
     def on_checkpoint(self, step: int, path: Path, kind: str) -> None:
         self.flush(force=True)
         records.checkpoint_record(run_id=self.run_id, token=self.token, step=step, path=Path(path), kind=kind)
+        if self.eta is not None:
+            self.eta.on_pause()
 
     def on_status(self, message: str) -> None:
         self.flush(force=True)

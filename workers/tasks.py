@@ -21,7 +21,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.db import close_old_connections
 
-from webapp.celery_app import REAP_STALE_RUNS, RUN_ADAPTATION, app
+from webapp.celery_app import EXPORT_RUN, REAP_STALE_RUNS, RUN_ADAPTATION, app
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,14 @@ def run_adaptation(self, run_id: int) -> str:
         with _current_lock:
             _current.pop("callbacks", None)
         heartbeat.stop()
+
+
+@shared_task(name=EXPORT_RUN, ignore_result=True, bind=True)
+def export_run(self, export_id: int) -> str:
+    """Package a run's student for shipping (``workers.exports``); a duplicate message is skipped."""
+    from workers.exports import package_export
+
+    return package_export(export_id, worker_host(self.request.hostname))
 
 
 @shared_task(name=REAP_STALE_RUNS, ignore_result=True)

@@ -18,7 +18,7 @@ const state = {
   hidden: new Set(),
   opacity: Number($("opacity").value),
   errorsOnly: false,
-  steps: [],          // union of the evaluation steps of the runs shown
+  steps: [],          // the first run's evaluation steps (a second run shows its latest at or before each)
   index: 0,           // position in `steps`
   runs: [],           // [{id, name, method, data, steps, ious, teacher, tag}]
   images: [],         // sample names (of the first run)
@@ -183,14 +183,16 @@ async function render() {
     entry.panel.dataset.step = what.step ?? "";
     entry.canvas.dataset.step = what.step ?? "";
     let placeholder = entry.panel.querySelector(".placeholder");
+    // A missing panel keeps its (blank) canvas, so it is as tall as the images beside it; the note lies over it.
+    entry.panel.classList.toggle("missing", Boolean(what.missing));
     if (what.missing) {
-      entry.canvas.hidden = true;
+      entry.canvas.getContext("2d").clearRect(0, 0, entry.canvas.width, entry.canvas.height);
       if (!placeholder) entry.panel.append(placeholder = el("div", { class: "placeholder" }));
       placeholder.textContent = what.missing;
+      placeholder.title = what.missing;
       entry.current = null;
       return;
     }
-    entry.canvas.hidden = false;
     placeholder?.remove();
     const [input, maskData, truth] = await Promise.all([
       bitmap(what.input),
@@ -238,6 +240,8 @@ function updateStepLabel(step) {
   const entry = a.data.steps.find((s) => s.step === at);
   const parts = [`step ${step}`, `${state.index + 1}/${state.steps.length}`];
   if (entry?.miou !== null && entry?.miou !== undefined) parts.push(`mIoU ${entry.miou.toFixed(2)}`);
+  const b = state.runs[1];
+  if (b) parts.push(`#${b.id} at step ${latestStep(b, step) ?? "–"}`); // its latest evaluation at or before `step`
   $("step-label").textContent = parts.join(" · ");
   const ious = a.ious?.ious?.[String(at)];
   for (const chip of $("legend").children) {
@@ -341,7 +345,7 @@ async function setRuns(compareId) {
   const a = state.runs[0] || await loadRun(config.run);
   state.runs = [a];
   if (compareId) state.runs.push(await loadRun(Number(compareId)));
-  state.steps = [...new Set(state.runs.flatMap((r) => r.steps))].sort((x, y) => x - y);
+  state.steps = [...a.steps]; // never a step only the second run evaluated: the first run's panels would be mislabelled
   const slider = $("step");
   slider.max = String(Math.max(0, state.steps.length - 1));
   slider.disabled = state.steps.length < 2;

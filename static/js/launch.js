@@ -28,14 +28,18 @@ function layout() {
   field("baseline").hidden = f("method").value === "source_only";
 }
 
+let baselinesAsked = 0;
 async function loadBaselines() {
+  const asked = ++baselinesAsked; // an answer to an earlier choice of target or student must not win
   const bench = benchmarks.get(f("benchmark").value);
   const target = bench ? bench.target : f("target").value;
   const select = f("baseline");
   const previous = select.value;
   const runs = target ? await api(`/api/baselines/?target=${encodeURIComponent(target)}&student=${encodeURIComponent(f("student").value)}`) : [];
-  const choices = [["auto", runs.length ? `latest: #${runs[0].id} ${runs[0].name} (${(runs[0].final_miou ?? 0).toFixed(1)} mIoU)` : "latest matching source-only run (none yet)"]]
-    .concat(runs.map((r) => [String(r.id), `#${r.id} ${r.name} (${(r.final_miou ?? 0).toFixed(1)} mIoU)`]))
+  if (asked !== baselinesAsked) return;
+  const short = (name) => (name.length > 22 ? `${name.slice(0, 21)}…` : name); // the select fits a phone's width
+  const choices = [["auto", runs.length ? `latest: #${runs[0].id} ${short(runs[0].name)} (${(runs[0].final_miou ?? 0).toFixed(1)} mIoU)` : "latest source-only run (none yet)"]]
+    .concat(runs.map((r) => [String(r.id), `#${r.id} ${short(r.name)} (${(r.final_miou ?? 0).toFixed(1)} mIoU)`]))
     .concat([["", "none"]]);
   select.replaceChildren(...choices.map(([value, label]) => new Option(label, value)));
   select.value = choices.some(([v]) => v === previous) ? previous : "auto";

@@ -35,8 +35,18 @@ function draw() {
   });
 }
 
+function dropQueuedNotice() {
+  // "Run #N queued." (shown once, after Launch) is wrong once the run has left the queue.
+  for (const notice of document.querySelectorAll(".messages .while-queued")) {
+    const list = notice.parentElement;
+    notice.remove();
+    if (!list.childElementCount) list.remove();
+  }
+}
+
 function showRun(data) {
   run = { ...run, ...data };
+  if (run.status && run.status !== "queued") dropQueuedNotice();
   $("status").className = `badge ${run.status}`;
   $("status").textContent = run.status + (run.cancel_requested && run.status === "running" ? " (cancelling)" : "");
   const share = run.total_steps ? (100 * run.step) / run.total_steps : 0;

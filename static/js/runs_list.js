@@ -8,6 +8,7 @@ const empty = document.getElementById("empty");
 const count = document.getElementById("count");
 const compare = document.getElementById("compare");
 const selected = new Set();
+const expanded = new Set(); // ids of group leads whose baselines are shown
 form.addEventListener("submit", (event) => event.preventDefault());
 let timer = null;
 
@@ -26,7 +27,7 @@ function row(run) {
   const pair = run.benchmark ? `${run.benchmark}` : `${run.source_dataset} → ${run.target_dataset}`;
   return el("tr", { "data-run": run.id },
     el("td", {}, box),
-    el("td", {}, el("a", { href: run.page }, `#${run.id} ${run.name}`)),
+    el("td", {}, el("a", { href: run.page }, `#${run.id} ${run.name}`), groupToggle(run)),
     el("td", {}, el("span", { class: `badge ${run.status}` }, run.status), run.cancel_requested && run.status === "running" ? el("span", { class: "muted small" }, " cancelling") : null),
     el("td", { class: "small" }, run.method),
     el("td", { class: "small" }, pair),
@@ -38,6 +39,40 @@ function row(run) {
   );
 }
 
+// A run launched with its baselines reads as one line; its toggle shows the baselines under it.
+function groupToggle(run) {
+  const members = run.group && run.group.lead === run.id ? run.group.runs : [];
+  if (!members.length) return null;
+  return el("button", { type: "button", class: "link group-toggle", "data-group": run.group.id, "aria-expanded": expanded.has(run.id) ? "true" : "false",
+    onclick: () => { expanded.has(run.id) ? expanded.delete(run.id) : expanded.add(run.id); load(); } },
+    `${expanded.has(run.id) ? "▾" : "▸"} ${members.length} baseline${members.length === 1 ? "" : "s"}`);
+}
+
+function memberRow(member) {
+  return el("tr", { class: "group-member", "data-run": member.id },
+    el("td"),
+    el("td", {}, "↳ ", el("a", { href: `/runs/${member.id}/` }, `#${member.id} ${member.name}`)),
+    el("td", {}, el("span", { class: `badge ${member.status}` }, member.status)),
+    el("td", { class: "small" }, member.method),
+    el("td", { class: "small" }, member.target_dataset),
+    el("td", { class: "small" }, member.student),
+    el("td", { class: "muted small", colspan: 2 }, "final mIoU"),
+    el("td", { class: "right" }, pct(member.final_miou, 2)),
+    el("td"),
+  );
+}
+
+function rowsOf(results) {
+  const shown = new Set(results.map((r) => r.id));
+  const rows = [];
+  for (const run of results) {
+    if (run.group && run.group.lead !== run.id && shown.has(run.group.lead)) continue; // folded under its lead
+    rows.push(row(run));
+    if (run.group && run.group.lead === run.id && expanded.has(run.id)) rows.push(...run.group.runs.map(memberRow));
+  }
+  return rows;
+}
+
 async function load() {
   clearTimeout(timer);
   const params = new URLSearchParams();
@@ -45,7 +80,7 @@ async function load() {
   history.replaceState(null, "", `${location.pathname}${params.toString() ? "?" + params : ""}`);
   params.set("limit", "200");
   const data = await api(`/api/runs/?${params}`);
-  body.replaceChildren(...data.results.map(row));
+  body.replaceChildren(...rowsOf(data.results));
   empty.hidden = data.results.length > 0;
   count.textContent = `${data.count} run${data.count === 1 ? "" : "s"}`;
   if (data.results.some((r) => r.status === "running" || r.status === "queued")) timer = setTimeout(load, 3000);

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from importlib import metadata
 
+import torch
+
 from tests.conftest import REPO_ROOT
 from tests.workers.support import ensure_toy_data
 
@@ -56,9 +58,11 @@ def test_grid_trains_tabulates_and_does_not_train_twice(tmp_path):
     assert environments[0]["packages"]["torch"] == metadata.version("torch")
     assert set(environments[0]["toy_data"]) == {"synthetic_a_demo/train", "synthetic_a_demo/val", "real_demo/train", "real_demo/val"}
     assert all(len(digest) == 16 for digest in environments[0]["toy_data"].values())
+    assert environments[0]["cpu"] == torch.backends.cpu.get_cpu_capability()
     described = [line for line in table.splitlines() if line.startswith("Environment: ")]
     assert len(described) == 1 and f"torch {metadata.version('torch')}" in described[0]
     assert environments[0]["toy_data"]["real_demo/val"] in described[0]
+    assert f"CPU kernels {environments[0]['cpu']}" in described[0]
 
     assert all(r["teacher_miou"] is None for r in report["runs"]) and "EMA teacher" not in table
 

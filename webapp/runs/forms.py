@@ -37,8 +37,40 @@ class AsciiFloatField(forms.FloatField):
         return super().to_python(text)
 
 
+# Option texts stay short enough for a select at a phone's width (about 40 characters); the chosen
+# option's whole description shows under its select (``option_details``, static/js/select_details.js).
+WEIGHTS_SHORT = {
+    launch_schema.WEIGHTS_AUTO: "ImageNet where a preset has them",
+    launch_schema.WEIGHTS_IMAGENET: "ImageNet for every network",
+    launch_schema.WEIGHTS_RANDOM: "random initialisation",
+}
+
+
 def _preset_label(preset: dict) -> str:
-    return f"{preset['name']} — {preset['description']}" + (" · ImageNet weights" if preset["imagenet_weights"] else "")
+    """``lite0 — EfficientNet-Lite0 · ImageNet``: the name, the backbone, and whether ImageNet weights are here."""
+    backbone = preset["description"].split(" + ", 1)[0]
+    return f"{preset['name']} — {backbone}" + (" · ImageNet" if preset["imagenet_weights"] else "")
+
+
+def _preset_detail(preset: dict) -> str:
+    return preset["description"] + (" · ImageNet weights on this server" if preset["imagenet_weights"] else "")
+
+
+def _method_label(label: str) -> tuple[str, str]:
+    """``DUDA (heavy teacher + …)`` -> ("DUDA", "heavy teacher + …")."""
+    short, _, detail = label.partition(" (")
+    return short, detail.removesuffix(")")
+
+
+def option_details() -> dict[str, dict[str, str]]:
+    """Per select, per value: the whole description of an option whose text is kept short."""
+    presets = {p["name"]: _preset_detail(p) for p in catalog.presets()}
+    return {
+        "method": {m["name"]: _method_label(m["label"])[1] for m in catalog.methods()},
+        "student": presets,
+        "auxiliary": presets,
+        "weights": dict(launch_schema.WEIGHTS_CHOICES),
+    }
 
 
 def _preset_choices(heavy_first: bool) -> list:
@@ -54,27 +86,45 @@ def _shown(name: str, value) -> str:
     return "x".join(map(str, value)) if name == "crop_size" else str(value)
 
 
-def parse_overrides(text: str) -> dict:
+def override_lines(text: str) -> tuple[dict, dict[str, int], list[str]]:
     """``key.sub = value`` (or ``key.sub: value``) per line; values are YAML (``3``, ``true``, ``[1, 2]``)
-    without anchors or aliases (see ``inputs.yaml_value``)."""
-    overrides = {}
+    without anchors or aliases (see ``inputs.yaml_value``). Blank lines and ``#`` comments are skipped.
+
+    Returns the overrides, the line number of each key, and one message per bad line (every one, each
+    starting with its line number)."""
+    overrides, lines, errors = {}, {}, []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         separator = "=" if "=" in line else ":" if ":" in line else None
         if separator is None:
-            raise forms.ValidationError(f"line {number}: expected key = value, got {inputs.quote(line)}")
+            errors.append(f"line {number}: expected key = value, got {inputs.quote(line)}")
+            continue
         key, value = (part.strip() for part in line.split(separator, 1))
         if not key:
-            raise forms.ValidationError(f"line {number}: the key is empty")
+            errors.append(f"line {number}: the key is empty")
+            continue
         if not _CONFIG_KEY.fullmatch(key):
-            raise forms.ValidationError(f"line {number}: {inputs.quote(key)} is not a dotted config key")
+            errors.append(f"line {number}: {inputs.quote(key)} is not a dotted config key")
+            continue
+        if key in lines:
+            errors.append(f"line {number}: {key} is set again (first on line {lines[key]})")
+            continue
         try:
             overrides[key] = inputs.yaml_value(value) if value else ""
         except ValueError as error:
-            raise forms.ValidationError(f"line {number}: {inputs.quote(value)} is not a valid value: {error}") from None
-    return overrides
+            errors.append(f"line {number}: {inputs.quote(value)} is not a valid value: {error}")
+        lines[key] = number
+    return overrides, lines, errors
+
+
+def _with_line(message: str, lines: dict[str, int]) -> str:
+    """``message`` ("train.iterations: must be ...") prefixed with the line of the override it names."""
+    for key in sorted(lines, key=len, reverse=True):
+        if message.startswith(key) and message[len(key):len(key) + 1] in (":", ".", "["):
+            return f"line {lines[key]}: {message}"
+    return message
 
 
 def _launch_form_field(f: launch_schema.LaunchField) -> forms.Field:
@@ -115,6 +165,7 @@ class RunLaunchForm(forms.Form):
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields = {f.name: _launch_form_field(f) for f in launch_schema.FIELDS}
+        self.override_lines: dict[str, int] = {}  # each override's line in the text (for the engine's errors)
         self.fields["teachers"].choices = [
             (run.pk, f"#{run.pk} {run.name} — {run.method}, {run.student}"
                      + (f", {run.final_miou:.1f} mIoU" if run.final_miou is not None else ""))
@@ -127,7 +178,9 @@ class RunLaunchForm(forms.Form):
         self.fields["benchmark"].choices = [(b["key"], b["label"]) for b in benchmarks] + [("", "— a source/target pair —")]
         self.fields["source"].choices = [("", "—")] + [(d.key, self._dataset_label(d)) for d in datasets]
         self.fields["target"].choices = [("", "—")] + [(d.key, self._dataset_label(d)) for d in datasets]
-        self.fields["method"].choices = [(m["name"], m["label"]) for m in catalog.methods()]
+        self.fields["method"].choices = [(m["name"], _method_label(m["label"])[0]) for m in catalog.methods()]
+        self.fields["weights"].choices = [(value, WEIGHTS_SHORT.get(value, text)) for value, text in
+                                          launch_schema.WEIGHTS_CHOICES.items()]
         self.fields["student"].choices = _preset_choices(heavy_first=False)
         self.fields["auxiliary"].choices = _preset_choices(heavy_first=True)
         shown = self._base_defaults()
@@ -178,7 +231,10 @@ class RunLaunchForm(forms.Form):
         return run_id
 
     def clean_overrides(self):
-        return parse_overrides(self.cleaned_data.get("overrides", ""))
+        overrides, self.override_lines, errors = override_lines(self.cleaned_data.get("overrides", ""))
+        if errors:
+            raise forms.ValidationError(errors)
+        return overrides
 
     def clean(self):
         data = super().clean()
@@ -204,4 +260,6 @@ class RunLaunchForm(forms.Form):
             self.add_error(None, error.message)
         for name, messages in error.fields.items():
             for message in messages:
+                if name == "overrides":
+                    message = _with_line(message, self.override_lines)
                 self.add_error(name if name in self.fields else None, message)

@@ -76,6 +76,10 @@ FIELDS: tuple[LaunchField, ...] = (
     LaunchField("baseline", BASELINE, default=AUTO,
                 help="source-only run whose predictions and per-class IoU are compared "
                      "(the latest matching one unless named; none when empty)"),
+    LaunchField("with_baselines", FLAG, default=False, label="Also run its baselines",
+                help="beside this adaptation run, the source-only and the light self-training runs with the same "
+                     "student, data, crop, iterations and seed; a matching run of yours is reused, not trained again "
+                     "(the source-only one is then this run's baseline)"),
     LaunchField("teachers", RUN_IDS, default=(), max_length=MAX_TEACHERS,
                 help="DUDA: finished runs whose students also teach (frozen), e.g. a heavy self-training run"),
     LaunchField("precompute_teachers", FLAG, default=False, label="Precompute their predictions",

@@ -49,7 +49,14 @@ class Run(models.Model):
     config = models.JSONField(help_text="the engine's full validated config")
     baseline = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-        help_text="a succeeded source-only run on the same target with the same student",
+        help_text="a source-only run on the same target with the same student and classes, named at launch",
+    )
+    baseline_auto = models.BooleanField(
+        default=False, help_text="the baseline is the latest matching succeeded source-only run, found when read",
+    )
+    launch_group = models.ForeignKey(
+        "RunGroup", null=True, blank=True, on_delete=models.SET_NULL, related_name="launched_runs",
+        help_text="the group whose launch created this run (with its baselines)",
     )
     teachers = models.ManyToManyField(
         "self", symmetrical=False, blank=True, related_name="taught_runs",
@@ -244,3 +251,114 @@ class RunEvent(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["run", "created_at"], name="event_run_created")]
+
+
+class RunGroup(models.Model):
+    """An adaptation run launched with its baselines: the source-only and light self-training runs with
+    the same student, data, crop, iterations and seed (reused when a matching run already existed).
+
+    ``lead`` is the launched run; ``source_only`` and ``self_training`` its baselines (``self_training``
+    is the lead itself when the lead is a self-training run). A reused baseline may belong to several
+    groups; ``Run.launch_group`` marks the runs a group's launch created (the runs list folds them)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="run_groups")
+    lead = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="led_group")
+    source_only = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    self_training = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def members(self) -> list[tuple[str, Run | None]]:
+        """(role, run) from the weakest to the launched run: source-only, self-training, then the lead."""
+        rows: list[tuple[str, Run | None]] = [("source_only", self.source_only)]
+        if self.lead.method != "self_training":
+            rows.append(("self_training", self.self_training))
+        rows.append((self.lead.method, self.lead))
+        return rows
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+
+# Allowed export status moves: a worker claims a queued export, then records its result or its error.
+EXPORT_TRANSITIONS: dict[str, frozenset[str]] = {
+    ExportStatus.QUEUED: frozenset({ExportStatus.RUNNING, ExportStatus.FAILED}),
+    ExportStatus.RUNNING: frozenset({ExportStatus.SUCCEEDED, ExportStatus.FAILED}),
+    ExportStatus.SUCCEEDED: frozenset(),
+    ExportStatus.FAILED: frozenset(),
+}
+
+
+class Export(models.Model):
+    """A run's student packaged for shipping by a worker: float and int8 ONNX, their target mIoU and
+    CPU speed, a model card. Its files live in ``exports/<id>/`` of the run folder, written whole
+    before the row says succeeded."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="exports")
+    status = models.CharField(max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED, db_index=True)
+    checkpoint_step = models.PositiveIntegerField(null=True, blank=True, help_text="the student checkpoint's step")
+    input_height = models.PositiveIntegerField(null=True, blank=True)
+    input_width = models.PositiveIntegerField(null=True, blank=True)
+    float_max_abs_diff = models.FloatField(null=True, blank=True, help_text="float ONNX vs PyTorch logits")
+    float_argmax_agreement = models.FloatField(null=True, blank=True, help_text="float ONNX vs PyTorch, share of pixels")
+    int8_argmax_agreement = models.FloatField(null=True, blank=True, help_text="int8 vs float ONNX, share of pixels")
+    float_miou = models.FloatField(null=True, blank=True)
+    int8_miou = models.FloatField(null=True, blank=True)
+    per_class = models.JSONField(default=dict, blank=True, help_text="kind -> class name -> target IoU")
+    speed = models.JSONField(default=list, blank=True, help_text="one entry per file kind and input size")
+    card = models.JSONField(null=True, blank=True, help_text="the model card, as model_card.json holds it")
+    worker_host = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=[s.value for s in ExportStatus]),
+                                   name="export_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"export #{self.pk} of run {self.run_id} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (ExportStatus.QUEUED, ExportStatus.RUNNING)
+
+    def can_transition(self, to: str) -> bool:
+        return to in EXPORT_TRANSITIONS[self.status]
+
+    @property
+    def folder(self) -> str:
+        """The export's folder, relative to the run folder."""
+        return f"exports/{self.pk}"
+
+
+class ExportFileKind(models.TextChoices):
+    FLOAT = "float", "float ONNX"
+    INT8 = "int8", "int8 ONNX"
+    CARD_MD = "card_md", "model card (Markdown)"
+    CARD_JSON = "card_json", "model card (JSON)"
+
+
+class ExportFile(models.Model):
+    """One file of an export, with its size and sha256 (the download's ETag)."""
+
+    export = models.ForeignKey(Export, on_delete=models.CASCADE, related_name="files")
+    kind = models.CharField(max_length=16, choices=ExportFileKind.choices)
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=500, help_text="relative to the run folder")
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["export", "kind"]
+        constraints = [models.UniqueConstraint(fields=["export", "kind"], name="exportfile_unique_export_kind")]

@@ -18,10 +18,14 @@ from webapp.runs.models import (
     Checkpoint,
     CheckpointKind,
     ClassIoU,
+    Export,
+    ExportFile,
+    ExportStatus,
     MetricPoint,
     PredictionSample,
     Run,
     RunEvent,
+    RunGroup,
     RunStatus,
     SampleRole,
 )
@@ -54,7 +58,8 @@ def run_get(*, user, run_id) -> Run:
 
 def run_list(*, user, status: str = "", method: str = "", query: str = "", target: str = "", benchmark: str = "",
              student: str = "") -> QuerySet[Run]:
-    runs = runs_visible_to(user).select_related("owner")
+    runs = runs_visible_to(user).select_related(
+        "owner", "baseline", "led_group__source_only", "led_group__self_training", "launch_group")
     if status:
         runs = runs.filter(status__in=[s for s in status.split(",") if s])
     if method:
@@ -65,20 +70,56 @@ def run_list(*, user, status: str = "", method: str = "", query: str = "", targe
         runs = runs.filter(benchmark=benchmark)
     if student:
         runs = runs.filter(student=student)
-    if query:
-        q = Q(name__icontains=query) | Q(source_dataset__icontains=query) | Q(target_dataset__icontains=query)
-        run_id = inputs.positive_int(query)
-        if run_id is not None:
-            q |= Q(pk=run_id)
-        runs = runs.filter(q)
+    if query.strip():
+        runs = runs.filter(run_search(query))
     return runs
 
 
+def run_search(query: str) -> Q:
+    """What the runs' search box matches: "#4" is run 4 only; other text matches a part of the name,
+    the source or target dataset or the benchmark (any case), and digits also the id ("4" finds run 4
+    and "toy_gta2real" for "2"). Leading and trailing spaces are ignored."""
+    text = query.strip()
+    if text.startswith("#"):  # "#4": that run only
+        run_id = inputs.positive_int(text[1:].strip())
+        return Q(pk=run_id) if run_id is not None else Q(pk__in=[])
+    q = (Q(name__icontains=text) | Q(source_dataset__icontains=text) | Q(target_dataset__icontains=text)
+         | Q(benchmark__icontains=text))
+    run_id = inputs.positive_int(text)
+    if run_id is not None:
+        q |= Q(pk=run_id)
+    return q
+
+
 def baseline_candidates(*, user, target_dataset: str, student: str) -> QuerySet[Run]:
-    """Succeeded source-only runs of this user on the same target with the same student, newest first."""
+    """Succeeded source-only runs of this user on the same target with the same student, newest first
+    (``matching_baselines`` keeps those with the same classes)."""
     return runs_visible_to(user).filter(
         method="source_only", status=RunStatus.SUCCEEDED, target_dataset=target_dataset, student=student
     ).order_by("-finished_at", "-id")
+
+
+def class_names_of_config(config: dict[str, Any]) -> list[str]:
+    return [c["name"] for c in config_palette(config)]
+
+
+def matching_baselines(*, user, target_dataset: str, student: str, config: dict[str, Any]) -> list[Run]:
+    """``baseline_candidates`` that predict the same classes, in the same order, as ``config``."""
+    names = class_names_of_config(config)
+    return [run for run in baseline_candidates(user=user, target_dataset=target_dataset, student=student)
+            if class_names_of_config(run.config) == names]
+
+
+def baseline_of(run: Run) -> Run | None:
+    """The source-only run a run is compared with: the one named at launch, or, for ``auto``, the
+    latest succeeded matching one of its owner (same target, student and classes), found now, so that
+    a baseline finishing after the launch is the one shown."""
+    if not run.baseline_auto:
+        return run.baseline if run.baseline_id else None
+    if run.method == "source_only":
+        return None
+    found = matching_baselines(user=run.owner, target_dataset=run.target_dataset, student=run.student, config=run.config)
+    return next((b for b in found if b.pk != run.pk), None)
 
 
 def teacher_candidates(*, user) -> QuerySet[Run]:
@@ -130,7 +171,12 @@ def _clean(value: float | None) -> float | None:
 
 def class_palette(run: Run) -> list[dict[str, Any]]:
     """The run's classes: index, name and RGB colour (what the gallery's legend and masks use)."""
-    classes = run.config.get("classes", {})
+    return config_palette(run.config)
+
+
+def config_palette(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The classes of an engine config (as stored on a run): index, name and RGB colour."""
+    classes = (config or {}).get("classes", {})
     if classes.get("preset", "cityscapes") == "custom":
         names, colours = classes.get("names", []), classes.get("colours", [])
     else:
@@ -158,15 +204,16 @@ def class_iou_table(*, run: Run) -> dict[str, Any]:
     classes = class_palette(run)
     latest = table[steps[-1]] if steps else {}
     baseline = None
-    if run.baseline_id:
-        base_table = _ious_by_step(run.baseline)
+    base_run = baseline_of(run)
+    if base_run is not None:
+        base_table = _ious_by_step(base_run)
         if base_table:
             base_step = max(base_table)
             baseline = {
-                "run_id": run.baseline_id,
-                "name": run.baseline.name,
+                "run_id": base_run.pk,
+                "name": base_run.name,
                 "step": base_step,
-                "miou": run.baseline.final_miou,
+                "miou": base_run.final_miou,
                 "ious": [base_table[base_step].get(c["index"]) for c in classes],
             }
     delta = None
@@ -205,16 +252,17 @@ def samples_index(*, run: Run) -> dict[str, Any]:
         else:
             steps.setdefault(row["step"], {}).setdefault(row["image_name"], {})[row["role"]] = url
     baseline = None
-    if run.baseline_id:
-        base_rows = PredictionSample.objects.filter(run_id=run.baseline_id, role=SampleRole.STUDENT)
+    base_run = baseline_of(run)
+    if base_run is not None:
+        base_rows = PredictionSample.objects.filter(run_id=base_run.pk, role=SampleRole.STUDENT)
         base_step = base_rows.order_by("-step").values_list("step", flat=True).first()
         if base_step is not None:
             baseline = {
-                "run_id": run.baseline_id,
-                "name": run.baseline.name,
+                "run_id": base_run.pk,
+                "name": base_run.name,
                 "step": base_step,
                 "predictions": {
-                    name: sample_url(run.baseline_id, sample_id)
+                    name: sample_url(base_run.pk, sample_id)
                     for sample_id, name in base_rows.filter(step=base_step).values_list("id", "image_name")
                 },
             }
@@ -241,7 +289,8 @@ def _step_miou(ious: dict[int, float | None] | None) -> float | None:
 
 def sample_get(*, run: Run, sample_id: int) -> PredictionSample:
     """A sample image of ``run``, or of the run's baseline (the gallery shows its predictions)."""
-    allowed = [run.pk] + ([run.baseline_id] if run.baseline_id else [])
+    base_run = baseline_of(run)
+    allowed = [run.pk] + ([base_run.pk] if base_run is not None else [])
     sample = PredictionSample.objects.filter(pk=sample_id, run_id__in=allowed).select_related("run").first()
     if sample is None:
         raise ApplicationError.not_found("sample")
@@ -302,3 +351,102 @@ def compare_data(*, user, run_ids: list[int]) -> dict[str, Any]:
             }
         )
     return {"runs": out, "classes": classes}
+
+
+# --------------------------------------------------------------------------------------------
+# Groups (a run launched with its baselines) and exports
+# --------------------------------------------------------------------------------------------
+
+
+def group_of(run: Run) -> RunGroup | None:
+    """The group a run leads, or else the group whose launch created it (``run_list`` selects both)."""
+    try:
+        return run.led_group
+    except RunGroup.DoesNotExist:
+        return run.launch_group if run.launch_group_id else None
+
+
+def latest_class_ious(run: Run) -> tuple[int | None, dict[int, float | None]]:
+    """The step of a run's latest evaluation and its IoU by class index."""
+    table = _ious_by_step(run)
+    if not table:
+        return None, {}
+    step = max(table)
+    return step, table[step]
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def group_table(group: RunGroup) -> dict[str, Any]:
+    """The group side by side, from source-only to the launched run: each run's target mIoU (its final
+    evaluation) and latest per-class IoU, what adaptation bought over source-only and, for a DUDA run,
+    what DUDA bought over light self-training."""
+    classes = class_palette(group.lead)
+    rows = []
+    for role, run in group.members():
+        if run is None:
+            rows.append({"role": role, "run": None})
+            continue
+        step, ious = latest_class_ious(run)
+        rows.append({
+            "role": role,
+            "run": {"id": run.pk, "name": run.name, "method": run.method, "status": run.status, "step": run.step,
+                    "total_steps": run.total_steps, "final_miou": run.final_miou, "page": f"/runs/{run.pk}/",
+                    "reused": run.launch_group_id != group.pk},
+            "iou_step": step,
+            "ious": [ious.get(c["index"]) for c in classes],
+        })
+    miou = {row["role"]: row["run"]["final_miou"] if row["run"] else None for row in rows}
+    lead = group.lead
+    gains = {"adaptation": _difference(miou.get(lead.method), miou.get("source_only"))}
+    if lead.method != "self_training":
+        gains["over_self_training"] = _difference(miou.get(lead.method), miou.get("self_training"))
+    return {"id": group.pk, "lead": lead.pk, "classes": classes, "rows": rows, "gains": gains,
+            "done": all(row["run"] is None or row["run"]["status"] in ("succeeded", "failed", "cancelled") for row in rows)}
+
+
+def group_summary(group: RunGroup) -> dict[str, Any]:
+    """What the runs list shows of a group: its runs by role."""
+    return {"id": group.pk, "lead": group.lead_id, "runs": [
+        {"role": role, "id": run.pk, "name": run.name, "method": run.method, "status": run.status,
+         "final_miou": run.final_miou, "student": run.student, "target_dataset": run.target_dataset}
+        for role, run in group.members() if run is not None and run.pk != group.lead_id]}
+
+
+def export_baselines(run: Run) -> dict[str, dict[str, Any]]:
+    """The numbers the model card puts beside an export: the run's baselines' target mIoU and IoU per class."""
+    group = group_of(run)
+    if group is not None and group.lead_id == run.pk:
+        others = [(role, member) for role, member in group.members() if member is not None and member.pk != run.pk]
+    else:
+        baseline = baseline_of(run)
+        others = [("source_only", baseline)] if baseline is not None else []
+    found = {}
+    for role, other in others:
+        _, ious = latest_class_ious(other)
+        found[f"{role} (run {other.pk})"] = {
+            "miou": other.final_miou,
+            "per_class": {c["name"]: ious.get(c["index"]) for c in class_palette(other)},
+        }
+    return found
+
+
+def exports_of(*, run: Run) -> QuerySet[Export]:
+    return Export.objects.filter(run=run).prefetch_related("files").order_by("-created_at", "-id")
+
+
+def export_get(*, run: Run, export_id) -> Export:
+    export_id = export_id if isinstance(export_id, int) else inputs.positive_int(str(export_id))
+    export = None if export_id is None else exports_of(run=run).filter(pk=export_id).first()
+    if export is None:
+        raise ApplicationError.not_found("export")
+    return export
+
+
+def export_file_get(*, export: Export, kind: str) -> ExportFile:
+    found = export.files.filter(kind=kind).first() if export.status == ExportStatus.SUCCEEDED else None
+    if found is None:
+        raise ApplicationError.not_found("export file")
+    return found

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.runs import catalog, inputs, recipes, selectors
 from webapp.runs.errors import ApplicationError
-from webapp.runs.forms import RunLaunchForm
+from webapp.runs.forms import RunLaunchForm, option_details
 from webapp.runs.models import RunStatus
 from webapp.runs.services import launch, lifecycle
 
@@ -46,7 +46,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
         except ApplicationError as error:
             form.add_service_errors(error)
         else:
-            messages.success(request, f"Run #{run.pk} queued.")
+            messages.success(request, f"Run #{run.pk} queued.", extra_tags="while-queued")  # the run page drops it once started
             return redirect("runs:detail", run_id=run.pk)
     status = 400 if request.method == "POST" else 200
     options = {
@@ -62,6 +62,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
         "advanced_has_errors": any(form[name].errors for name in RunLaunchForm.ADVANCED),
         "real_datasets": [d for d in form.datasets if not d.toy],
         "options": options,
+        "option_details": option_details(),
         "datasets_root": catalog.settings.DATASETS_ROOT,
     }, status=status)
 
@@ -85,6 +86,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "checkpoints": selectors.checkpoints_of(run=run),
         "teachers": selectors.teachers_of(run),
         "traceback": _traceback_of(run),
+        "baseline": selectors.baseline_of(run),
+        "group": selectors.group_of(run),
     })
 
 

@@ -106,6 +106,9 @@ def test_launch_watch_gallery_download(stack, django_user_model, monkeypatch, tm
         assert page.evaluate("window.__duda.store.count('eval/miou')") == 2
         page.wait_for_selector("#class-iou tbody tr:nth-child(19)")
         page.wait_for_selector("#checkpoints a[data-kind=student]")
+        log = page.inner_text("#log")  # losses and evaluations beside the lifecycle events
+        assert "iteration 16/16 · loss " in log and "evaluation at iteration 8: target mIoU" in log, log
+        assert page.locator(".messages li").count() == 0  # "Run #N queued." left when it started
         page.screenshot(path=screenshot_path("runs-detail-done"), full_page=True)
 
         # Download the adapted student.

@@ -3,6 +3,8 @@ the API and the form; the catalogue and the form say which presets have ImageNet
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.webapp.runs.conftest import TOY
@@ -147,8 +149,10 @@ def test_the_form_offers_the_choice_with_auto_first_and_marks_the_presets_with_w
     select = html[html.index('name="weights"'):]
     select = select[:select.index("</select>")]
     assert '<option value="auto" selected>' in select and 'value="imagenet"' in select and 'value="random"' in select
-    assert "lite0 — EfficientNet-Lite0 + SegFormer MLP head (width 128) · ImageNet weights</option>" in html
-    assert "mit_b0 — MiT-B0 + SegFormer MLP head</option>" in html
+    assert "lite0 — EfficientNet-Lite0 · ImageNet</option>" in html
+    assert "mit_b0 — MiT-B0</option>" in html
+    details = json.loads(html.split('id="option-details" type="application/json">', 1)[1].split("</script>", 1)[0])
+    assert details["student"]["lite0"] == "EfficientNet-Lite0 + SegFormer MLP head (width 128) · ImageNet weights on this server"
 
 
 @pytest.mark.parametrize(("weights", "student"), [(None, "imagenet"), ("auto", "imagenet"), ("imagenet", "imagenet"),

@@ -138,7 +138,8 @@ def test_only_run_transition_changes_the_status():
             text = path.read_text()
             for match in re.finditer(r"\.status\s*=[^=]|update\([^)]*status=", text):
                 offenders.append(f"{path.name}: {text[max(0, match.start() - 40):match.end() + 20]!r}")
-    assert [o for o in offenders if not o.startswith("lifecycle.py")] == []
+    # services/exports.py changes an export's status (its own table, through ``export_transition``), never a run's
+    assert [o for o in offenders if not o.startswith(("lifecycle.py", "exports.py: '    Export.objects.filter("))] == []
     lifecycle_text = (Path(app.__path__[0]) / "services" / "lifecycle.py").read_text()
     assert lifecycle_text.count("run.status = ") == 1  # inside run_transition
 

@@ -9,8 +9,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 
-from webapp.runs import inputs, launch_schema
-from webapp.runs.models import Checkpoint, Run, RunEvent
+from webapp.runs import inputs, launch_schema, selectors
+from webapp.runs.models import Checkpoint, Export, ExportFile, Run, RunEvent
 
 
 def parse_crop_size(value) -> list[int]:
@@ -133,6 +133,10 @@ class RunOutput(serializers.ModelSerializer):
     can_resume = serializers.BooleanField(read_only=True)
     can_delete = serializers.BooleanField(read_only=True)
     page = serializers.SerializerMethodField()
+    baseline = serializers.SerializerMethodField(
+        help_text="the source-only run compared with: the one named at launch, or the latest matching one (auto)")
+    group = serializers.SerializerMethodField(
+        help_text="the group this run leads (its baselines), or the id of the group whose launch created it")
 
     class Meta:
         model = Run
@@ -141,11 +145,26 @@ class RunOutput(serializers.ModelSerializer):
             "status", "cancel_requested", "step", "total_steps", "progress", "eta_seconds", "seconds_per_step",
             "attempts", "worker_host", "worker_gpu", "heartbeat_at", "error_message", "best_miou", "final_miou",
             "baseline", "created_at", "started_at", "finished_at", "can_cancel", "can_resume", "can_delete", "page",
+            "group",
         ]
         read_only_fields = fields
 
     def get_page(self, run) -> str:
         return f"/runs/{run.pk}/"
+
+    def get_baseline(self, run) -> int | None:
+        baseline = selectors.baseline_of(run)
+        return baseline.pk if baseline is not None else None
+
+    @extend_schema_field({"type": "object", "nullable": True, "properties": {
+        "id": {"type": "integer"}, "lead": {"type": "integer"}, "runs": {"type": "array", "items": {"type": "object"}}}})
+    def get_group(self, run):
+        group = selectors.group_of(run)
+        if group is None:
+            return None
+        if group.lead_id == run.pk:
+            return selectors.group_summary(group)
+        return {"id": group.pk, "lead": group.lead_id, "runs": []}
 
 
 class RunDetailOutput(RunOutput):
@@ -183,6 +202,36 @@ class CheckpointOutput(serializers.ModelSerializer):
 
     def get_download(self, checkpoint) -> str:
         return f"/api/runs/{checkpoint.run_id}/checkpoints/{checkpoint.pk}/download/"
+
+
+class ExportFileOutput(serializers.ModelSerializer):
+    download = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ExportFile
+        fields = ["kind", "name", "size", "sha256", "download"]
+
+    def get_download(self, exported) -> str:
+        export = exported.export
+        return f"/api/runs/{export.run_id}/exports/{export.pk}/files/{exported.kind}/"
+
+
+class ExportOutput(serializers.ModelSerializer):
+    """An export of a run's student: status, then its files, the float and int8 files' target mIoU
+    (re-measured on the target's validation set), their agreement and their CPU speed, and the model card."""
+
+    files = ExportFileOutput(many=True, read_only=True)
+    speed = serializers.JSONField(help_text="per file kind and input size: images_per_second, latency_p50_ms, "
+                                            "latency_p95_ms, height, width, runs, threads")
+    per_class = serializers.JSONField(help_text="kind (float, int8) -> class name -> target IoU")
+    card = serializers.JSONField(help_text="the model card, as model_card.json holds it")
+
+    class Meta:
+        model = Export
+        fields = ["id", "run", "status", "checkpoint_step", "input_height", "input_width", "float_max_abs_diff",
+                  "float_argmax_agreement", "int8_argmax_agreement", "float_miou", "int8_miou", "per_class", "speed",
+                  "files", "card", "worker_host", "error_message", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
 
 
 class RunEventOutput(serializers.ModelSerializer):

@@ -19,6 +19,7 @@ from webapp.runs import catalog, downloads, inputs, selectors
 from webapp.runs.api.schema import ErrorOutput
 from webapp.runs.api.serializers import (
     CheckpointOutput,
+    ExportOutput,
     MetricsOutput,
     MetricsQuery,
     RunCreateInput,
@@ -29,7 +30,7 @@ from webapp.runs.api.serializers import (
     TokenOutput,
 )
 from webapp.runs.errors import ApplicationError
-from webapp.runs.services import launch, lifecycle
+from webapp.runs.services import exports, launch, lifecycle
 
 
 class BinaryRenderer(BaseRenderer):
@@ -202,6 +203,74 @@ class CheckpointDownloadApi(APIView):
 
     def head(self, request, run_id: int, checkpoint: str):
         return self.get(request, run_id, checkpoint)
+
+
+class RunGroupApi(APIView):
+    """The run's group (it was launched with its baselines): source-only, self-training and the launched
+    run side by side, target mIoU and per-class IoU, and the gains. 404 when the run is in no group."""
+
+    @extend_schema(operation_id="runs_group", responses=OpenApiTypes.OBJECT)
+    def get(self, request, run_id: int):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        group = selectors.group_of(run)
+        if group is None:
+            raise ApplicationError.not_found("group")
+        return Response(selectors.group_table(group))
+
+
+class RunExportsApi(APIView):
+    @extend_schema(operation_id="runs_exports_list", responses=ExportOutput(many=True))
+    def get(self, request, run_id: int):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        return Response(ExportOutput(selectors.exports_of(run=run), many=True).data)
+
+    @extend_schema(
+        operation_id="runs_exports_create", request=None,
+        description="Package the run's student on a worker: float ONNX verified against PyTorch, int8 ONNX "
+                    "(static calibration on target training images), both re-measured on the target's validation "
+                    "set and timed at the training crop and 1024x512, and a model card. An export already queued or "
+                    "running is answered instead of a second one (200).",
+        responses={201: ExportOutput, 200: ExportOutput, 409: ErrorOutput},
+    )
+    def post(self, request, run_id: int):
+        export, created = exports.export_create(user=request.user, run_id=run_id)
+        return Response(ExportOutput(export).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class RunExportApi(APIView):
+    @extend_schema(operation_id="runs_exports_retrieve", responses=ExportOutput)
+    def get(self, request, run_id: int, export_id: int):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        return Response(ExportOutput(selectors.export_get(run=run, export_id=export_id)).data)
+
+
+class ExportFileDownloadApi(APIView):
+    """Streams an exported file (float / int8 ONNX, model card): Content-Length, ETag = sha256, Range."""
+
+    renderer_classes = [JSONRenderer, BinaryRenderer]
+
+    @extend_schema(
+        operation_id="runs_export_file_download",
+        parameters=[OpenApiParameter("kind", str, OpenApiParameter.PATH, enum=["float", "int8", "card_md", "card_json"])],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
+                   (206, "application/octet-stream"): OpenApiTypes.BINARY,
+                   304: OpenApiResponse(description="not modified (If-None-Match)"),
+                   416: ErrorOutput},
+    )
+    def get(self, request, run_id: int, export_id: int, kind: str):
+        run = selectors.run_get(user=request.user, run_id=run_id)
+        exported = selectors.export_file_get(export=selectors.export_get(run=run, export_id=export_id), kind=kind)
+        try:
+            path = run.resolve(exported.path)
+        except ValueError:
+            raise ApplicationError.not_found("export file") from None
+        if not path.is_file():
+            raise ApplicationError.not_found("export file")
+        content_type = {"card_md": "text/markdown", "card_json": "application/json"}.get(kind, "application/octet-stream")
+        return downloads.stream_file(request, path, etag=exported.sha256, filename=exported.name, content_type=content_type)
+
+    def head(self, request, run_id: int, export_id: int, kind: str):
+        return self.get(request, run_id, export_id, kind)
 
 
 class RunEventsApi(APIView):

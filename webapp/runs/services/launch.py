@@ -95,6 +95,85 @@ def _merge(node: dict[str, Any], key: str, value: Any) -> None:
         node[key] = value
 
 
+MAX_OVERRIDE_ERRORS = 20  # bad overrides reported at once
+
+
+def _override_of(config_field: str, overrides: dict[str, Any]) -> str | None:
+    """The override a ConfigError's dotted field comes from, or None."""
+    bare = config_field.split("[", 1)[0]
+    if not bare:
+        return None
+    for key in overrides:
+        if bare == key or bare.startswith(key + ".") or key.startswith(bare + "."):
+            return key
+    return None
+
+
+def _confined_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The overrides whose keys and paths ``confine`` allows (stripped keys), and a message per other one."""
+    kept: dict[str, Any] = {}
+    errors: list[str] = []
+    for dotted, value in overrides.items():
+        if not isinstance(dotted, str) or not dotted.strip():
+            errors.append(f"{dotted!r} is not a config key")
+            continue
+        tree: dict[str, Any] = {}
+        _set(tree, dotted.strip(), copy.deepcopy(value))
+        try:
+            confine.confined_paths(tree)
+        except ApplicationError as error:
+            errors.extend(error.fields.get("overrides") or [error.message])
+            continue
+        kept[dotted.strip()] = value
+    return kept, errors
+
+
+def _overridden(base: dict[str, Any], overrides: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the overrides applied (their paths as ``confine`` resolves them), then ``fixed``."""
+    data = copy.deepcopy(base)
+    tree: dict[str, Any] = {}  # what the overrides alone set, as a config tree
+    for dotted, value in overrides.items():
+        _set(data, dotted, copy.deepcopy(value))
+        _set(tree, dotted, copy.deepcopy(value))
+    for dotted, value in {**confine.confined_paths(tree), **fixed}.items():
+        _set(data, dotted, copy.deepcopy(value))
+    return data
+
+
+def _validated_config(base: dict[str, Any], spec: LaunchSpec, fixed: dict[str, Any]):
+    """The engine's config of ``base`` with the launch's overrides and ``fixed``, validated by the engine.
+
+    Every bad override is reported, not only the first (up to ``MAX_OVERRIDE_ERRORS``): an engine error
+    that names an override's key drops that override and validates again; one that names none is
+    reported alone when no override was bad (else it may be a consequence of a dropped one)."""
+    from duda_engine.config import ConfigError
+    from duda_engine.config_loading import config_from_dict
+    from duda_engine.validation import validate_config
+
+    kept, errors = _confined_overrides(spec.overrides)
+    config = None
+    while len(errors) < MAX_OVERRIDE_ERRORS:
+        try:
+            config = config_from_dict(_overridden(base, kept, fixed))
+            validate_config(config)
+            break
+        except ConfigError as error:
+            key = _override_of(error.field or "", kept)
+            if key is None:
+                if errors:
+                    break
+                raise _config_error(error, spec) from None
+            errors.append(f"{error.field}: {error.message}")
+            del kept[key]
+        except Exception as error:  # noqa: BLE001 - an engine check that failed unexpectedly: still the input's fault
+            log.warning("launch validation failed unexpectedly", exc_info=True)
+            raise ApplicationError.invalid(f"the config cannot be validated: {type(error).__name__}: {error}") from None
+    if errors:
+        summary = errors[0] if len(errors) == 1 else f"{len(errors)} bad overrides"
+        raise ApplicationError.invalid(summary, fields={"overrides": errors})
+    return config
+
+
 def _pretrained_sources(weights: str, data: dict[str, Any]) -> dict[str, str]:
     """``model.*_pretrained`` for the launch's ``weights`` choice and the method and presets in ``data``
     (the base config with the launch fields): ``"imagenet"`` for each chosen network (the student, and
@@ -185,10 +264,6 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
     ``teachers``: finished runs whose student checkpoints become ``duda.frozen_teachers``. Paths in the
     overrides are decided by ``confine``: a user names data only by what the server offers.
     """
-    from duda_engine.config import ConfigError
-    from duda_engine.config_loading import config_from_dict
-    from duda_engine.validation import validate_config
-
     if spec.benchmark:
         try:
             base = catalog.benchmark_base_config(spec.benchmark)
@@ -226,54 +301,41 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
             _set(data, dotted, list(value) if isinstance(value, tuple) else value)
     for dotted, source in _pretrained_sources(spec.weights, data).items():  # before the overrides: they win
         _set(data, dotted, source)
-    overridden: dict[str, Any] = {}  # what the overrides alone set, as a config tree
-    for dotted, value in spec.overrides.items():
-        if not isinstance(dotted, str) or not dotted.strip():
-            raise ApplicationError.invalid("bad override", fields={"overrides": [f"{dotted!r} is not a config key"]})
-        _set(data, dotted.strip(), copy.deepcopy(value))
-        _set(overridden, dotted.strip(), copy.deepcopy(value))
-    for dotted, value in confine.confined_paths(overridden).items():
-        _set(data, dotted, value)
+    fixed: dict[str, Any] = {}  # set by the server after the overrides: they cannot change these
     if teachers:
         students = [run.folder / selectors.checkpoint_get(run=run, checkpoint=CheckpointKind.STUDENT).path for run in teachers]
-        _set(data, "duda.frozen_teachers", [str(path) for path in students])
-        _set(data, "duda.frozen_teachers_precompute", bool(spec.precompute_teachers))
+        fixed["duda.frozen_teachers"] = [str(path) for path in students]
+        fixed["duda.frozen_teachers_precompute"] = bool(spec.precompute_teachers)
     default_name = f"{spec.method} {spec.benchmark or f'{source_key} → {target_key}'}"
-    data["name"] = (spec.name or "").strip() or default_name
-    data["output_dir"] = str(Path(settings.RUNS_DIR) / "pending")
-
-    try:
-        config = config_from_dict(data)
-        validate_config(config)
-    except ConfigError as error:
-        raise _config_error(error, spec) from None
-    except Exception as error:  # noqa: BLE001 - an engine check that failed unexpectedly: still the input's fault
-        log.warning("launch validation failed unexpectedly", exc_info=True)
-        raise ApplicationError.invalid(f"the config cannot be validated: {type(error).__name__}: {error}") from None
+    fixed["name"] = (spec.name or "").strip() or default_name
+    fixed["output_dir"] = str(Path(settings.RUNS_DIR) / "pending")
+    config = _validated_config(data, spec, fixed)
     _check_teacher_classes(config, list(teachers))
     return BuiltConfig(config.to_dict(), source_key, target_key, spec.benchmark)
 
 
-def _resolve_baseline(*, owner, spec: LaunchSpec, built: BuiltConfig) -> Run | None:
+def _resolve_baseline(*, owner, spec: LaunchSpec, built: BuiltConfig) -> tuple[Run | None, bool]:
+    """The baseline a launch names and whether it is ``auto``: then the run page finds the latest
+    matching one whenever it is read (``selectors.baseline_of``); the one found now is kept as a record."""
     if built.config["method"] == "source_only" or spec.baseline is None or spec.baseline == "":
-        return None
-    candidates = selectors.baseline_candidates(
-        user=owner, target_dataset=built.target_key, student=built.config["model"]["student"]
-    )
+        return None, False
+    student = built.config["model"]["student"]
+    candidates = selectors.matching_baselines(user=owner, target_dataset=built.target_key, student=student,
+                                              config=built.config)
     if spec.baseline == AUTO:
-        return candidates.first()
+        return (candidates[0] if candidates else None), True
     try:
         wanted = int(spec.baseline)
     except (TypeError, ValueError):
         raise ApplicationError.invalid("bad baseline", fields={"baseline": ["must be a run id"]}) from None
-    baseline = candidates.filter(pk=wanted).first()
+    baseline = next((run for run in candidates if run.pk == wanted), None)
     if baseline is None:
         raise ApplicationError.invalid(
             "bad baseline",
             fields={"baseline": [f"run {wanted} is not a succeeded source-only run of yours on {built.target_key} "
-                                 f"with student {built.config['model']['student']}"]},
+                                 f"with student {student} and the same classes"]},
         )
-    return baseline
+    return baseline, False
 
 
 def _prepare_folder(folder: Path) -> None:
@@ -287,33 +349,46 @@ def _prepare_folder(folder: Path) -> None:
 
 
 def run_create(*, owner, spec: LaunchSpec) -> Run:
-    """Validate a launch with the engine, save the run as queued and enqueue it after commit."""
+    """Validate a launch with the engine, save the run as queued and enqueue it after commit; with
+    ``with_baselines``, also its baselines (``services.groups.run_group_create``)."""
     teachers = _teacher_runs(owner=owner, spec=spec)
     built = build_engine_config(spec, teachers)
-    baseline = _resolve_baseline(owner=owner, spec=spec, built=built)
-    config = built.config
+    if spec.with_baselines:
+        from webapp.runs.services.groups import run_group_create
+
+        return run_group_create(owner=owner, spec=spec, built=built, teachers=teachers)
+    baseline, auto = _resolve_baseline(owner=owner, spec=spec, built=built)
     with transaction.atomic():
-        run = Run.objects.create(
-            owner=owner,
-            name=config["name"][:200],
-            method=config["method"],
-            benchmark=built.benchmark,
-            source_dataset=built.source_key if config["method"] != "oracle" else "",
-            target_dataset=built.target_key,
-            student=config["model"]["student"],
-            auxiliary=config["model"]["auxiliary"] if config["method"] == "duda" else "",
-            config=config,
-            baseline=baseline,
-            total_steps=config["train"]["iterations"],
-        )
-        folder = Path(settings.RUNS_DIR) / str(run.pk)
-        config["output_dir"] = str(folder)
-        run.config = config
-        run.output_dir = str(folder)
-        run.save(update_fields=["config", "output_dir"])
-        run.teachers.set(teachers)
-        _prepare_folder(folder)
-        RunEvent.objects.create(run=run, message=f"queued by {owner.get_username()}")
-        run_id = run.pk
-        transaction.on_commit(lambda: run_enqueue(run_id))
+        return run_save(owner=owner, built=built, teachers=teachers, baseline=baseline, baseline_auto=auto)
+
+
+def run_save(*, owner, built: BuiltConfig, teachers: list[Run] = (), baseline: Run | None = None,
+             baseline_auto: bool = False) -> Run:
+    """Save a validated launch as a queued run with its folder, and enqueue it once the caller's
+    transaction commits (call inside ``transaction.atomic``)."""
+    config = copy.deepcopy(built.config)
+    run = Run.objects.create(
+        owner=owner,
+        name=config["name"][:200],
+        method=config["method"],
+        benchmark=built.benchmark,
+        source_dataset=built.source_key if config["method"] != "oracle" else "",
+        target_dataset=built.target_key,
+        student=config["model"]["student"],
+        auxiliary=config["model"]["auxiliary"] if config["method"] == "duda" else "",
+        config=config,
+        baseline=baseline,
+        baseline_auto=baseline_auto,
+        total_steps=config["train"]["iterations"],
+    )
+    folder = Path(settings.RUNS_DIR) / str(run.pk)
+    config["output_dir"] = str(folder)
+    run.config = config
+    run.output_dir = str(folder)
+    run.save(update_fields=["config", "output_dir"])
+    run.teachers.set(teachers)
+    _prepare_folder(folder)
+    RunEvent.objects.create(run=run, message=f"queued by {owner.get_username()}")
+    run_id = run.pk
+    transaction.on_commit(lambda: run_enqueue(run_id))
     return run
