@@ -22,6 +22,7 @@ from duda_engine.callbacks import Callbacks
 from duda_engine.checkpoint import CheckpointError
 from duda_engine.config import ConfigError, ExperimentConfig
 from duda_engine.config_loading import load_config
+from duda_engine.data.dataset_check import DatasetCheckError
 from duda_engine.data.datasets import build_dataset
 from duda_engine.data.decoding import read_image
 from duda_engine.data.samples import DatasetError
@@ -103,6 +104,32 @@ class ConsoleCallbacks(Callbacks):
             print(message, flush=True)
 
 
+def check_progress_bar(side: str):
+    """A progress bar for the check of one dataset (``scan_dataset``'s progress callback), on stderr."""
+    bar: tqdm | None = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=f"checking the {side} dataset", unit="file", dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def print_user_error(error: Exception) -> None:
+    """One line naming the field or file; a dataset check's problems one per line below it."""
+    if isinstance(error, DatasetCheckError):
+        count = error.report.total_problems
+        print(f"error: {error.where}: {count} problem{'s' if count != 1 else ''}:", file=sys.stderr)
+        for line in error.report.summary(separator="\n").splitlines():
+            print(f"  {line}", file=sys.stderr)
+        return
+    print(f"error: {error}", file=sys.stderr)
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, object]:
     """``key.sub=value`` pairs; values are parsed as YAML (``3``, ``true``, ``[512, 512]``)."""
     overrides = {}
@@ -131,7 +158,8 @@ def command_train(args) -> int:
     if not args.quiet:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="", flush=True)
     started = time.perf_counter()
-    result = train(config, ConsoleCallbacks(Path(config.output_dir), quiet=args.quiet), resume=not args.restart)
+    result = train(config, ConsoleCallbacks(Path(config.output_dir), quiet=args.quiet), resume=not args.restart,
+                   check_progress=None if args.quiet else check_progress_bar)
     minutes = (time.perf_counter() - started) / 60
     if result.cancelled:
         print(f"cancelled after {result.steps} iterations")
@@ -266,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_user_error(error)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -52,6 +52,7 @@ class DatasetConfig:
     list_file: str = path_field()  # custom: optional "image label" pairs, one per line, relative to root
     label_suffix: str = ""  # custom: suffix of a label's stem, e.g. "_gtFine_labelTrainIds"
     resize: list[int] = bounded([], 8, MAX_SIDE)  # [W, H] each image is resized to fit first
+    ignore_unknown_labels: bool = False  # label values outside the class table become ignore instead of an error
 
 
 @dataclass
@@ -214,30 +215,40 @@ def _require(condition: bool, field_path: str, message: str) -> None:
         raise ConfigError(field_path, message)
 
 
+def check_classes(classes: ClassesConfig, prefix: str = "classes") -> None:
+    """A class list's own checks (a run's ``classes``, a custom dataset's ``dataset.yaml``)."""
+    _require(classes.preset in ("cityscapes", "custom"), f"{prefix}.preset", "must be 'cityscapes' or 'custom'")
+    if classes.preset != "custom":
+        return
+    names, colours = classes.names, classes.colours
+    _require(len(names) >= 2, f"{prefix}.names", "a custom class list needs at least two names")
+    _require(len(names) <= MAX_CLASSES, f"{prefix}.names",
+             f"a custom class list holds at most {MAX_CLASSES} classes (sample maps store 8-bit class ids)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    _require(not repeated, f"{prefix}.names", f"must be unique ({', '.join(map(repr, repeated))} repeated)")
+    _require(
+        len(colours) == len(names),
+        f"{prefix}.colours",
+        f"{prefix}.names has {len(names)} names but {prefix}.colours has {len(colours)} colours; "
+        "give one RGB colour per class, in the same order",
+    )
+    for i, colour in enumerate(colours):
+        _require(
+            len(colour) == 3 and all(0 <= v <= 255 for v in colour),
+            f"{prefix}.colours[{i}]",
+            "must be [R, G, B] with values in 0..255",
+        )
+    _require(not 0 <= classes.ignore_index < len(names), f"{prefix}.ignore_index",
+             f"{classes.ignore_index} is a class id (0..{len(names) - 1}); the ignore value must be another number")
+
+
 def check_values(c: ExperimentConfig) -> None:
     """Value checks that need nothing but the config itself."""
     _require(bool(c.name.strip()), "name", "must not be empty")
     _require(c.method in METHODS, "method", f"unknown method {c.method!r} (known: {', '.join(METHODS)})")
     _require(c.seed >= 0, "seed", "must be >= 0")
 
-    _require(c.classes.preset in ("cityscapes", "custom"), "classes.preset", "must be 'cityscapes' or 'custom'")
-    if c.classes.preset == "custom":
-        _require(len(c.classes.names) >= 2, "classes.names", "a custom class list needs at least two names")
-        _require(len(c.classes.names) <= MAX_CLASSES, "classes.names",
-                 f"a custom class list holds at most {MAX_CLASSES} classes (sample maps store 8-bit class ids)")
-        repeated = sorted({name for name in c.classes.names if c.classes.names.count(name) > 1})
-        _require(not repeated, "classes.names", f"must be unique ({', '.join(map(repr, repeated))} repeated)")
-        _require(
-            len(c.classes.colours) == len(c.classes.names),
-            "classes.colours",
-            f"needs one RGB colour per class ({len(c.classes.names)})",
-        )
-        for i, colour in enumerate(c.classes.colours):
-            _require(
-                len(colour) == 3 and all(0 <= v <= 255 for v in colour),
-                f"classes.colours[{i}]",
-                "must be [R, G, B] with values in 0..255",
-            )
+    check_classes(c.classes)
 
     for name in ("source", "target"):
         d: DatasetConfig = getattr(c, name)

@@ -57,7 +57,49 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     data = data or {}
     for dotted, value in (overrides or {}).items():
         apply_override(data, dotted, value)
-    return config_from_dict(data)
+    return config_from_dict(with_dataset_manifests(data))
+
+
+LAYOUT_FIELDS = ("image_dir", "label_dir", "list_file")
+
+
+def with_dataset_manifests(data: dict[str, Any]) -> dict[str, Any]:
+    """A custom ``source``/``target`` named by its folder alone (``kind: custom`` and ``root``, no layout
+    fields) takes its layout and classes from the folder's ``dataset.yaml``; the config's own keys win
+    over the file's, and a ``classes`` section that differs from the file's is refused."""
+    from dataclasses import asdict, fields
+    from pathlib import Path
+
+    from duda_engine.config import DatasetConfig
+    from duda_engine.data.manifest import MANIFEST_NAME, load_manifest
+    from duda_engine.data.samples import DatasetError
+
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for side in ("source", "target"):
+        dataset = data.get(side)
+        if not isinstance(dataset, dict) or dataset.get("kind") != "custom" or not isinstance(dataset.get("root"), str):
+            continue
+        folder = Path(dataset["root"]).expanduser()
+        if any(dataset.get(name) for name in LAYOUT_FIELDS) or not (folder / MANIFEST_NAME).is_file():
+            continue
+        try:
+            manifest = load_manifest(folder)
+        except DatasetError as error:
+            raise ConfigError(f"{side}.root", str(error)) from None
+        defaults = DatasetConfig()
+        described = {f.name: getattr(manifest.dataset, f.name) for f in fields(DatasetConfig)
+                     if getattr(manifest.dataset, f.name) != getattr(defaults, f.name) and f.name != "root"}
+        data[side] = {**described, **dataset}
+        if manifest.classes.preset == "custom":
+            theirs = asdict(manifest.classes)
+            if "classes" not in data:
+                data["classes"] = theirs
+            elif {**theirs, **data["classes"]} != theirs:
+                raise ConfigError("classes", f"differ from the classes of {folder / MANIFEST_NAME} "
+                                             f"({', '.join(manifest.classes.names)}); leave classes out to use them")
+    return data
 
 
 def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:

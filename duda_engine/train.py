@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,10 @@ from duda_engine.checkpoint import (
 )
 from duda_engine.config import ConfigError, ExperimentConfig
 from duda_engine.data.classes import ClassSpec
+from duda_engine.data.dataset_check import Progress
 from duda_engine.data.datasets import SegmentationDataset
 from duda_engine.data.pipeline import TrainingData, build_training_data, step_loader
+from duda_engine.data.samples import DatasetError
 from duda_engine.distributed import (
     Rendezvous,
     World,
@@ -45,7 +49,7 @@ from duda_engine.evaluate import EvalResult, class_id_map, evaluate_model
 from duda_engine.methods import build_method
 from duda_engine.methods.common import to_batch
 from duda_engine.student import save_student
-from duda_engine.validation import class_spec, resolve_device, validate_config
+from duda_engine.validation import check_data, class_spec, resolve_device, validate_config
 
 CHECKPOINT_FORMAT = "duda-train-v1"
 KEEP_FULL_CHECKPOINTS = 2
@@ -144,18 +148,46 @@ def write_config(config: ExperimentConfig) -> None:
 
 
 def train(config: ExperimentConfig, callbacks: Callbacks | None = None, *, resume: bool = True,
-          rendezvous: Rendezvous | None = None) -> TrainResult:
+          rendezvous: Rendezvous | None = None, check_progress: Callable[[str], Progress | None] | None = None
+          ) -> TrainResult:
     """Train ``config.method`` for ``config.train.iterations`` steps; resumes from the latest checkpoint.
 
-    Under ``torchrun`` every rank calls this; rank 0 alone reports, evaluates and writes files. With
-    ``rendezvous`` this process is rank 0 of ranks it started itself (``spawn_other_ranks``).
+    The config and every image and label the run reads are checked before anything is written
+    (``check_progress(side)``: the progress callback of a dataset's check); a failure before the first
+    checkpoint removes what the run wrote. Under ``torchrun`` every rank calls this; rank 0 alone
+    reports, evaluates and writes files. With ``rendezvous`` this process is rank 0 of ranks it started
+    itself (``spawn_other_ranks``).
     """
-    validate_config(config)
+    try:
+        validate_config(config)
+    except (ConfigError, DatasetError) as error:
+        if isinstance(error, DatasetError) or error.field.endswith(".root"):  # problems with files: list them all
+            check_data(config, check_progress, files_only=True)
+        raise
+    check_data(config, check_progress)
     world = init_world(config.train.device, rendezvous)
+    output_dir = Path(config.output_dir)
+    before = set(output_dir.iterdir()) if output_dir.is_dir() else None
     try:
         return _train(config, callbacks, resume, world)
+    except BaseException:
+        if world.is_main and latest_full_checkpoint(output_dir) is None:
+            remove_written(output_dir, before)
+        raise
     finally:
         shutdown()
+
+
+def remove_written(output_dir: Path, before: set[Path] | None) -> None:
+    """Remove what a run wrote to ``output_dir``: the folder if it did not exist, else the new entries."""
+    if before is None:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        return
+    for path in set(output_dir.iterdir()) - before if output_dir.is_dir() else ():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, world: World) -> TrainResult:
@@ -165,13 +197,13 @@ def _train(config: ExperimentConfig, callbacks: Callbacks | None, resume: bool, 
     if world.size > 1 and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     output_dir = Path(config.output_dir)
-    if world.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_config(config)
     seed_everything(config.seed)
 
     callbacks.on_status(f"preparing data for {config.method} on {device}" + (f" x{world.size}" if world.size > 1 else ""))
     data: TrainingData = build_training_data(config, classes)
+    if world.is_main:  # the run folder appears once the config and the data have been checked and loaded
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_config(config)
     method = build_method(config, classes, device)
     # Work before the first iteration (DUDA: precomputed frozen teachers); the other ranks wait for rank 0's files.
     method.prepare(data, output_dir, wait=not world.is_main, status=callbacks.on_status)

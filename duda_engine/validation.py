@@ -6,13 +6,22 @@ every problem comes back as a ``ConfigError`` naming the field, never as a trace
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from duda_engine.config import ConfigError, ExperimentConfig, check_values
+from duda_engine.config import ClassesConfig, ConfigError, ExperimentConfig, check_values
 from duda_engine.data.classes import CITYSCAPES, ClassSpec
-from duda_engine.data.dataset_check import check_dataset
+from duda_engine.data.dataset_check import (
+    LABELS_NONE,
+    LABELS_REQUIRED,
+    LAYOUT_PROBLEM,
+    DatasetCheckError,
+    Progress,
+    check_dataset,
+    scan_dataset,
+)
 from duda_engine.data.decoding import image_size
 from duda_engine.data.layouts import find_samples
 from duda_engine.data.samples import DatasetError
@@ -20,7 +29,10 @@ from duda_engine.models import IMAGENET, PretrainedWeightsError, UnknownPresetEr
 
 
 def class_spec(config: ExperimentConfig) -> ClassSpec:
-    c = config.classes
+    return class_spec_of(config.classes)
+
+
+def class_spec_of(c: ClassesConfig) -> ClassSpec:
     if c.preset == "cityscapes":
         return ClassSpec(CITYSCAPES.names, CITYSCAPES.colours, c.ignore_index)
     return ClassSpec(tuple(c.names), tuple(tuple(rgb) for rgb in c.colours), c.ignore_index)
@@ -122,3 +134,40 @@ def validate_config(config: ExperimentConfig) -> None:
                 f"{crop_h}x{crop_w} (HxW) cannot be cut from the {name} images ({height}x{width} after resizing, "
                 f"at most x{largest:g} by scale_range)",
             )
+
+
+def data_checks(config: ExperimentConfig) -> list[tuple[str, list[tuple[str, str]]]]:
+    """What a run reads of each dataset it trains or evaluates on: ``[(side, [(split, labels), ...])]``
+    (``labels`` as in ``scan_dataset``); the bundled toy domains are left out (generated here)."""
+    wanted: dict[str, list[tuple[str, str]]] = {}
+    if config.method != "oracle":
+        wanted.setdefault("source", []).append((config.source.train_split, LABELS_REQUIRED))
+    target = wanted.setdefault("target", [])
+    target.append((config.target.val_split, LABELS_REQUIRED))
+    if config.method in ("self_training", "duda"):
+        target.append((config.target.train_split, LABELS_NONE))
+    if config.method == "oracle":
+        target.append((config.target.train_split, LABELS_REQUIRED))
+    checks = []
+    for side, splits in wanted.items():
+        if getattr(config, side).kind == "toy":
+            continue
+        unique = list(dict.fromkeys(splits))
+        if side == "target" and config.source == config.target and "source" in wanted:
+            unique = [s for s in unique if s not in wanted["source"]]  # the same folder and split: read once
+        if unique:
+            checks.append((side, unique))
+    return checks
+
+
+def check_data(config: ExperimentConfig, progress: Callable[[str], Progress | None] | None = None, *,
+               files_only: bool = False) -> None:
+    """Read every image and label the run uses once (``scan_dataset``, cached); ``DatasetCheckError``
+    listing every problem. ``progress(side)`` gives the progress callback of one dataset's check;
+    ``files_only``: raise only for problems with files (not for a missing folder or split alone)."""
+    classes = class_spec(config)
+    for side, splits in data_checks(config):
+        dataset = getattr(config, side)
+        report = scan_dataset(dataset, classes, splits, progress=progress(side) if progress else None)
+        if not report.ok and not (files_only and set(report.counts) <= {LAYOUT_PROBLEM}):
+            raise DatasetCheckError(f"{side}.root: {dataset.kind} dataset {dataset.root}", report)

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# Dataset check verdicts of the suite's datasets go to a folder of the run's own (processes inherit it).
+os.environ.setdefault("DUDA_CHECK_CACHE_DIR", tempfile.mkdtemp(prefix="duda-checks-"))
 
 
 def free_port() -> int:

@@ -23,6 +23,9 @@ RUNS_DIR = DATA_DIR / "runs"
 DATASETS_ROOT = Path(os.environ["DUDA_DATASETS_ROOT"]).resolve() if os.environ.get("DUDA_DATASETS_ROOT") else None
 TOY_CACHE_DIR = Path(os.environ.get("DUDA_TOY_CACHE", BASE_DIR / "data" / "toy")).resolve()
 WEIGHTS_DIR = Path(os.environ.get("DUDA_WEIGHTS_DIR", DATA_DIR / "weights")).resolve()  # weights files a launch may name
+# Verdicts of the dataset check (outside the datasets); the engine in the workers reads the same variable.
+DATASET_CHECKS_DIR = Path(os.environ.get("DUDA_CHECK_CACHE_DIR", DATA_DIR / "dataset-checks")).resolve()
+os.environ["DUDA_CHECK_CACHE_DIR"] = str(DATASET_CHECKS_DIR)
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()

@@ -48,6 +48,32 @@ def worker_gpu() -> str:
     return f"CPU x{ranks}" if ranks > 1 else "CPU"
 
 
+TRACEBACK_FILE = "traceback.txt"  # in the run folder: the run page shows it under a collapsed "details"
+
+
+def is_user_error(error: BaseException) -> bool:
+    """A config or data problem the user can fix (one line naming the field or file), not a bug."""
+    from duda_engine.cli import USER_ERRORS
+
+    return isinstance(error, USER_ERRORS)
+
+
+def error_line(error: BaseException) -> str:
+    """The one line the run's Log and error show: the engine's message (it names the field or file)."""
+    text = " ".join(str(error).split()) if is_user_error(error) else f"{type(error).__name__}: {' '.join(str(error).split())}"
+    return text[:2000]
+
+
+def write_traceback(folder: Path | None, text: str) -> None:
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / TRACEBACK_FILE).write_text(text[-20000:])
+    except OSError:
+        log.warning("could not write the traceback to %s", folder, exc_info=True)
+
+
 def train_run(config, callbacks):
     """One rank in this process, or rank 0 here (with the callbacks) and the others as engine processes
     on this worker's other GPUs. Every rank resumes from the run's latest checkpoint."""
@@ -80,7 +106,7 @@ def worker_host(task_hostname: str | None) -> str:
 def run_adaptation(self, run_id: int) -> str:
     """Train run ``run_id`` with the engine; every outcome ends in a status (or leaves the run alone)."""
     from duda_engine.config_loading import config_from_dict
-    from webapp.runs.services import claims, lifecycle, limits, worker
+    from webapp.runs.services import claims, limits, worker
     from workers.callbacks import Heartbeat, RunCallbacks
 
     close_old_connections()
@@ -116,8 +142,10 @@ def run_adaptation(self, run_id: int) -> str:
             except Exception:  # noqa: BLE001
                 log.warning("run %s: could not flush the last metrics", run_id, exc_info=True)
             close_old_connections()
-            lifecycle.run_event_add(run_id=run_id, token=claim.token, message=traceback.format_exc()[-4000:], level="error")
-            worker.run_fail(run_id=run_id, token=claim.token, message=f"{type(error).__name__}: {error}")
+            line = error_line(error)
+            if not is_user_error(error):  # the traceback: in this worker's log above, and under the run page's details
+                write_traceback(Path(claim.run.output_dir) if claim.run.output_dir else None, traceback.format_exc())
+            worker.run_fail(run_id=run_id, token=claim.token, message=line)  # its Log line: "running → failed: <line>"
             return "failed"
     except claims.ClaimLost:
         log.warning("run %s: this worker no longer holds it (requeued, taken over or ended); stopped without "

@@ -85,7 +85,7 @@ def _find_custom_folders(cfg: DatasetConfig, root: Path, split: str, labelled: b
         else:
             samples.append(Sample(image, label, sample_name(image, image_root, ""), CODEC_CLASS_IDS))
     if missing:
-        raise missing_labels_error("custom", image_root, missing, len(images))
+        raise missing_labels_error("custom", image_root, missing, len(images), samples)
     return samples
 
 

@@ -86,6 +86,7 @@ class SegmentationDataset(Dataset):
         root: Path | str | None = None,
         kind: str = "",
         split: str = "",
+        ignore_unknown_labels: bool = False,
     ):
         crop_h, crop_w = (int(v) for v in _pair(crop_size, "crop_size"))
         low, high = (float(v) for v in _pair(scale_range, "scale_range"))
@@ -109,6 +110,7 @@ class SegmentationDataset(Dataset):
         self.root = Path(root) if root else None
         self.kind = kind
         self.split = split
+        self.ignore_unknown_labels = bool(ignore_unknown_labels)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -143,7 +145,8 @@ class SegmentationDataset(Dataset):
     def _decoded_label(self, sample: Sample, size_wh: tuple[int, int]) -> np.ndarray:
         """The sample's label in train ids, at the image's native size ``(w, h)``."""
         assert sample.label is not None
-        label = decode_label(read_label(sample.label, sample.codec), sample.codec, self.classes, sample.label)
+        label = decode_label(read_label(sample.label, sample.codec), sample.codec, self.classes, sample.label,
+                             ignore_unknown=self.ignore_unknown_labels)
         height, width = label.shape
         if (width, height) != tuple(size_wh):
             if not self.resize_mismatched_labels:
@@ -307,5 +310,6 @@ def build_dataset(
         root=_dataset_root(cfg, samples),
         kind=cfg.kind,
         split=split,
+        ignore_unknown_labels=cfg.ignore_unknown_labels,
     )
 

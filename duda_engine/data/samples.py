@@ -56,6 +56,16 @@ class DatasetError(ValueError):
     """A dataset cannot be found or read; the message names the folder or file at fault."""
 
 
+class MissingLabels(DatasetError):
+    """Some images of a labelled split have no label: ``missing`` pairs each with the label expected,
+    ``found`` holds the samples that do have one (the dataset check goes on with them)."""
+
+    def __init__(self, message: str, missing: list[tuple[Path, Path]], found: list[Sample]):
+        super().__init__(message)
+        self.missing = missing
+        self.found = found
+
+
 @dataclass(frozen=True)
 class Sample:
     """One image and its label file (``None`` when the set is used unlabelled)."""
@@ -118,12 +128,16 @@ def unknown_split(kind: str, split: str, where: Path, known: Iterable[str]) -> D
     return DatasetError(f"unknown split {split!r} for the {kind} dataset at {where} (available: {listed})")
 
 
-def missing_labels_error(kind: str, image_root: Path, missing: list[tuple[Path, Path]], total: int) -> DatasetError:
+def missing_labels_error(
+    kind: str, image_root: Path, missing: list[tuple[Path, Path]], total: int, found: list[Sample] | None = None
+) -> MissingLabels:
     named = ", ".join(f"{image.name} (expected {label})" for image, label in missing[:MAX_NAMED])
     more = f" and {len(missing) - MAX_NAMED} more" if len(missing) > MAX_NAMED else ""
-    return DatasetError(
+    return MissingLabels(
         f"{kind} dataset: {len(missing)} of {total} images in {image_root} have no label: {named}{more} "
-        f"(expected layout: {LAYOUTS[kind]})"
+        f"(expected layout: {LAYOUTS[kind]})",
+        missing,
+        list(found or []),
     )
 
 
@@ -159,6 +173,6 @@ def pair_mirrored(
         else:
             missing.append((image, base.with_name(base.name + label_suffixes[0][0])))
     if missing:
-        raise missing_labels_error(kind, image_root, missing, len(images))
+        raise missing_labels_error(kind, image_root, missing, len(images), samples)
     return samples
 

@@ -127,7 +127,11 @@ def test_synthia_16bit_first_channel(tmp_path):
             raw = class_ids
         (tmp_path / "GT" / "LABELS").mkdir(parents=True, exist_ok=True)
         assert cv2.imwrite(str(tmp_path / "GT" / "LABELS" / f"{i:07d}.png"), raw)
-    ds = build_dataset(cfg("synthia", tmp_path), CITYSCAPES, "train", train=False)
+    strict = build_dataset(cfg("synthia", tmp_path), CITYSCAPES, "train", train=False)
+    with pytest.raises(DatasetError, match=r"0000000.png holds values 300, 1000 that are neither SYNTHIA class ids "
+                                           r"0..22 nor the ignore value 255 \(set ignore_unknown_labels"):
+        strict[0]
+    ds = build_dataset(cfg("synthia", tmp_path, ignore_unknown_labels=True), CITYSCAPES, "train", train=False)
     assert len(ds) == 2
     for i in range(2):
         np.testing.assert_array_equal(ds[i]["label"].numpy(), tiled(expected, 20, 30))

@@ -7,9 +7,14 @@ Engine modules are imported lazily (inside functions) so that importing the web 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,8 @@ import yaml
 from django.conf import settings
 
 from webapp.runs import launch_schema
+
+log = logging.getLogger(__name__)
 
 # Real dataset kinds we look for under DUDA_DATASETS_ROOT, by folder name. How each is resized and
 # trained on comes from the recipes (``recipes``).
@@ -47,6 +54,14 @@ class DatasetEntry:
     counts: dict[str, Any] = field(default_factory=dict)
     usable_as_source: bool = True
     usable_as_target: bool = True
+    classes: dict[str, Any] | None = None  # the run's ``classes`` section (None: the Cityscapes classes)
+    class_list: list[dict[str, Any]] = field(default_factory=list)  # [{"id", "name", "colour"}]
+    problems: list[str] = field(default_factory=list)  # every reason it is not usable (the check's, capped)
+    check: dict[str, Any] = field(default_factory=dict)  # {"state": "checking"|"done", "done", "total", ...}
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c["name"] for c in self.class_list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +75,9 @@ class DatasetEntry:
             "usable_as_source": self.usable_as_source,
             "usable_as_target": self.usable_as_target,
             "config": self.config,
+            "classes": self.class_list,
+            "problems": self.problems,
+            "check": self.check,
         }
 
 
@@ -191,13 +209,20 @@ _describe_cache: dict[str, tuple[float, dict[str, Any]]] = {}
 _describe_lock = threading.Lock()
 
 
-def _describe(config: dict[str, Any]) -> dict[str, Any]:
+def _class_spec(classes: dict[str, Any] | None):
+    from duda_engine.config import ClassesConfig
+    from duda_engine.config_fields import build_dataclass
+    from duda_engine.validation import class_spec_of
+
+    return class_spec_of(build_dataclass(ClassesConfig, classes or {}))
+
+
+def _describe(config: dict[str, Any], classes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The engine's description of a dataset folder (cached briefly: it walks the folders)."""
     from duda_engine.config import DatasetConfig
-    from duda_engine.data.classes import CITYSCAPES
     from duda_engine.data.dataset_check import describe_dataset
 
-    key = repr(sorted(config.items()))
+    key = repr((sorted(config.items()), classes))
     now = time.monotonic()
     with _describe_lock:
         cached = _describe_cache.get(key)
@@ -205,7 +230,7 @@ def _describe(config: dict[str, Any]) -> dict[str, Any]:
             return cached[1]
     fields = {k: v for k, v in config.items() if k in DatasetConfig.__dataclass_fields__}
     try:
-        result = describe_dataset(DatasetConfig(**fields), CITYSCAPES)
+        result = describe_dataset(DatasetConfig(**fields), _class_spec(classes))
     except Exception as error:  # noqa: BLE001 - describe_dataset never raises, a bad manifest might
         result = {"ok": False, "reason": f"{type(error).__name__}: {error}", "train": 0, "val": 0,
                   "train_labelled": False, "val_labelled": False}
@@ -214,14 +239,147 @@ def _describe(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+# --------------------------------------------------------------------------------------------
+# The dataset check: every image and label read once, in a background thread of this process
+# --------------------------------------------------------------------------------------------
+#
+# A check reads every file (minutes for a full real dataset), so a page never waits for one: the
+# listing starts it in a single background thread and shows its progress; the engine caches each
+# verdict on disk (settings.DATASET_CHECKS_DIR, keyed by the files' names, sizes and modification
+# times), so an unchanged dataset is checked again in the time it takes to stat its files, by this
+# process, another web process or the worker that trains on it. A thread rather than a Celery task:
+# the workers may be busy training for hours, and the check must not queue behind a run.
+
+
+@dataclass
+class CheckState:
+    done: int = 0
+    total: int = 0
+    finished: float | None = None  # time.monotonic() when it ended
+    report: Any = None  # the engine's CheckReport
+    error: str = ""
+    future: Future | None = None
+
+
+CHECK_TTL_S = 10.0  # a finished verdict is reused this long before the files are stat'ed again
+LISTING_WAIT_S = 1.0  # a listing waits this long for a check (a cached or small dataset is done by then)
+LAUNCH_WAIT_S = 60.0  # a launch waits this long for a check that is still running
+
+_checks: dict[str, CheckState] = {}
+_checks_lock = threading.Lock()
+_check_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-check")
+
+
+def _run_check(key: str, state: CheckState, config: dict[str, Any], classes: dict[str, Any] | None,
+               splits: list[tuple[str, str]]) -> None:
+    from duda_engine.config import DatasetConfig
+    from duda_engine.data.dataset_check import scan_dataset
+
+    def progress(done: int, total: int) -> None:
+        state.done, state.total = done, total
+
+    try:
+        fields = {k: v for k, v in config.items() if k in DatasetConfig.__dataclass_fields__}
+        state.report = scan_dataset(DatasetConfig(**fields), _class_spec(classes), splits, progress=progress,
+                                    cache_dir=settings.DATASET_CHECKS_DIR)
+    except Exception as error:  # noqa: BLE001 - a listing shows any failure as the dataset's problem
+        log.warning("dataset check of %s failed", config.get("root"), exc_info=True)
+        state.error = f"the check failed: {type(error).__name__}: {error}"
+    finally:
+        state.finished = time.monotonic()
+
+
+def dataset_check(config: dict[str, Any], classes: dict[str, Any] | None, splits: list[tuple[str, str]],
+                  deadline: float) -> CheckState:
+    """The check of a dataset: the current verdict, or a check started (or running) with its progress;
+    waits until ``deadline`` (``time.monotonic()``) at most for it to end."""
+    key = repr((sorted(config.items()), classes, splits))
+    with _checks_lock:
+        state = _checks.get(key)
+        stale = state is not None and state.finished is not None and time.monotonic() - state.finished > CHECK_TTL_S
+        if state is None or stale:
+            state = CheckState()
+            _checks[key] = state
+            state.future = _check_pool.submit(_run_check, key, state, config, classes, splits)
+    wait = deadline - time.monotonic()
+    if state.finished is None and wait > 0 and state.future is not None:
+        with contextlib.suppress(FutureTimeout):
+            state.future.result(timeout=wait)
+    return state
+
+
+def _check_splits(described: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, str]]:
+    """The splits a listing checks: the train split, and the val split where it exists."""
+    from duda_engine.config import DatasetConfig
+    from duda_engine.data.dataset_check import LABELS_OPTIONAL
+
+    defaults = DatasetConfig()
+    splits = [(config.get("train_split", defaults.train_split), LABELS_OPTIONAL)]
+    val = config.get("val_split", defaults.val_split)
+    if described.get("val") and val != splits[0][0]:
+        splits.append((val, LABELS_OPTIONAL))
+    return splits
+
+
+def _real_entry(key: str, label: str, config: dict[str, Any], present: bool, missing_reason: str,
+                classes: dict[str, Any] | None = None, deadline: float = 0.0) -> DatasetEntry:
+    from duda_engine.config import ClassesConfig
+    from duda_engine.config_fields import build_dataclass
+    from duda_engine.data.manifest import class_list
+
+    listed = class_list(build_dataclass(ClassesConfig, classes or {}))
+    if not present:
+        return DatasetEntry(key, label, config["kind"], config, ok=False, reason=missing_reason,
+                            usable_as_source=False, usable_as_target=False, classes=classes, class_list=listed,
+                            problems=[missing_reason])
+    described = _describe(config, classes)
+    counts = {k: described.get(k) for k in ("train", "train_labelled", "val", "val_labelled")}
+    ok = bool(described.get("ok"))
+    reason = described.get("reason", "")
+    problems = [reason] if not ok and reason else []
+    check: dict[str, Any] = {}
+    if ok:
+        state = dataset_check(config, classes, _check_splits(described, config), deadline)
+        check = {"state": "done" if state.finished is not None else "checking", "done": state.done,
+                 "total": state.total}
+        if state.finished is None:
+            ok, reason = False, f"being checked ({state.done} of {state.total or '?'} files read)"
+        elif state.error:
+            ok, reason, problems = False, state.error, [state.error]
+        elif not state.report.ok:
+            report = state.report
+            count = report.total_problems
+            ok = False
+            problems = list(report.problems)
+            if count > len(problems):
+                problems.append(f"and {count - len(problems)} more "
+                                f"({', '.join(f'{n} {kind}' for kind, n in sorted(report.counts.items()))})")
+            reason = f"{count} problem{'s' if count != 1 else ''}: {report.summary()}"
+        if state.report is not None:
+            splits = state.report.splits
+            for name, split in (("train", _check_splits(described, config)[0][0]),
+                                ("val", config.get("val_split", "val"))):
+                if split in splits:  # the check's counts: every image, labelled when labels are expected
+                    counts[name], counts[f"{name}_labelled"] = splits[split]["images"], splits[split]["labelled"]
+            check.update(seconds=round(state.report.seconds, 3), files=state.report.files, cached=state.report.cached,
+                         counts=state.report.counts)
+    as_source = ok and bool(described.get("train")) and bool(described.get("train_labelled"))
+    as_target = ok and bool(described.get("train")) and bool(described.get("val")) and bool(described.get("val_labelled"))
+    return DatasetEntry(key, label, config["kind"], config, ok=ok, reason=reason, counts=counts,
+                        usable_as_source=as_source, usable_as_target=as_target, classes=classes, class_list=listed,
+                        problems=problems, check=check)
+
+
 def _toy_entries() -> list[DatasetEntry]:
+    from duda_engine.config import ClassesConfig
+    from duda_engine.data.manifest import class_list
     from duda_engine.toy.domains import TOY_DOMAINS
 
     return [
         DatasetEntry(
             key=f"toy:{domain}", label=f"toy {domain}", kind="toy", toy=True,
             config={"kind": "toy", "domain": domain, "toy_size": "demo"},
-            counts={"note": "bundled, generated on first use"},
+            counts={"note": "bundled, generated on first use"}, class_list=class_list(ClassesConfig()),
         )
         for domain in TOY_DOMAINS
     ]
@@ -232,19 +390,6 @@ def _find_folder(root: Path, names: tuple[str, ...]) -> Path | None:
         if (root / name).is_dir():
             return root / name
     return None
-
-
-def _real_entry(key: str, label: str, config: dict[str, Any], present: bool, missing_reason: str) -> DatasetEntry:
-    if not present:
-        return DatasetEntry(key, label, config["kind"], config, ok=False, reason=missing_reason,
-                            usable_as_source=False, usable_as_target=False)
-    described = _describe(config)
-    counts = {k: described.get(k) for k in ("train", "train_labelled", "val", "val_labelled")}
-    as_source = bool(described.get("train")) and bool(described.get("train_labelled"))
-    as_target = bool(described.get("train")) and bool(described.get("val")) and bool(described.get("val_labelled"))
-    reason = described.get("reason", "")
-    return DatasetEntry(key, label, config["kind"], config, ok=bool(described.get("ok")), reason=reason,
-                        counts=counts, usable_as_source=as_source, usable_as_target=as_target)
 
 
 def _paths_outside(folder: Path, config: dict[str, Any]) -> str:
@@ -271,13 +416,40 @@ def _max_key_length() -> int:
     return min(Run._meta.get_field(name).max_length for name in ("source_dataset", "target_dataset"))
 
 
-def real_datasets() -> list[DatasetEntry]:
+def _custom_entry(key: str, folder: Path, deadline: float) -> DatasetEntry:
+    """A folder holding a ``dataset.yaml``: its layout and classes as the engine reads them, and its check."""
+    from duda_engine.data.manifest import MANIFEST_ONLY, load_manifest
+    from duda_engine.data.samples import DatasetError
+
+    manifest_path = folder / CUSTOM_MANIFEST
+    unusable = {"ok": False, "usable_as_source": False, "usable_as_target": False}
+    try:
+        manifest = load_manifest(folder)
+    except DatasetError as error:
+        return DatasetEntry(key, folder.name, "custom", {"kind": "custom", "root": str(folder)}, reason=str(error),
+                            problems=[str(error)], **unusable)
+    data = yaml.safe_load(manifest_path.read_text()) or {}
+    config = {"kind": "custom", **{k: v for k, v in data.items() if k not in ("kind", *MANIFEST_ONLY)},
+              "root": str(folder)}
+    classes = dataclasses.asdict(manifest.classes) if manifest.classes.preset == "custom" else None
+    outside = _paths_outside(folder, config)
+    if outside:
+        reason = f"{manifest_path}: {outside}"
+        return DatasetEntry(key, manifest.label, "custom", config, reason=reason, problems=[reason], classes=classes,
+                            class_list=manifest.class_list(), **unusable)
+    return _real_entry(key, manifest.label, config, True, "", classes, deadline)
+
+
+def real_datasets(wait: float = LISTING_WAIT_S, only: str | None = None) -> list[DatasetEntry]:
     """Known dataset kinds under ``DUDA_DATASETS_ROOT`` (present or with the reason they are not),
-    and custom datasets: folders holding a ``dataset.yaml`` of DatasetConfig fields."""
+    and custom datasets: folders holding a ``dataset.yaml`` (its layout fields and classes). Each
+    present dataset is checked in the background; ``wait``: how long to wait, in all, for checks to
+    end; ``only``: the entry of that key alone."""
     root = settings.DATASETS_ROOT
     if root is None:
         return []
     root = Path(root)
+    deadline = time.monotonic() + wait
     entries: list[DatasetEntry] = []
     for kind, info in REAL_KINDS.items():
         folder = _find_folder(root, info["folders"]) if root.is_dir() else None
@@ -285,35 +457,24 @@ def real_datasets() -> list[DatasetEntry]:
         base = {"kind": kind, "root": str(folder or root / info["folders"][0])}
         if kind == "acdc":
             for condition in ACDC_CONDITIONS:
-                entries.append(_real_entry(f"acdc-{condition}", f"ACDC {condition}", base | {"condition": condition},
-                                           folder is not None, missing))
-        else:
-            entries.append(_real_entry(kind, info["label"], base, folder is not None, missing))
+                if only in (None, f"acdc-{condition}"):
+                    entries.append(_real_entry(f"acdc-{condition}", f"ACDC {condition}", base | {"condition": condition},
+                                               folder is not None, missing, deadline=deadline))
+        elif only in (None, kind):
+            entries.append(_real_entry(kind, info["label"], base, folder is not None, missing, deadline=deadline))
     if root.is_dir():
         for manifest in sorted(root.glob(f"*/{CUSTOM_MANIFEST}")):
             folder = manifest.parent
             key = f"custom:{folder.name}"
+            if only not in (None, key):
+                continue
             if len(key) > _max_key_length():
                 entries.append(DatasetEntry(key, folder.name, "custom", {"kind": "custom", "root": str(folder)}, ok=False,
                                             reason=f"the folder name is longer than {_max_key_length() - len('custom:')} "
                                                    "characters (a run stores the dataset's key)",
                                             usable_as_source=False, usable_as_target=False))
                 continue
-            try:
-                data = yaml.safe_load(manifest.read_text()) or {}
-                if not isinstance(data, dict):
-                    raise ValueError("must be a mapping of dataset fields")
-            except (OSError, ValueError, yaml.YAMLError) as error:
-                entries.append(DatasetEntry(key, folder.name, "custom", {"kind": "custom", "root": str(folder)}, ok=False,
-                                            reason=f"{manifest}: {error}", usable_as_source=False, usable_as_target=False))
-                continue
-            config = {"kind": "custom", **{k: v for k, v in data.items() if k not in ("kind", "root", "label")}, "root": str(folder)}
-            outside = _paths_outside(folder, config)
-            if outside:
-                entries.append(DatasetEntry(key, folder.name, "custom", config, ok=False, reason=f"{manifest}: {outside}",
-                                            usable_as_source=False, usable_as_target=False))
-                continue
-            entries.append(_real_entry(key, str(data.get("label", folder.name)), config, True, ""))
+            entries.append(_custom_entry(key, folder, deadline))
     return entries
 
 
@@ -321,10 +482,27 @@ def datasets() -> list[DatasetEntry]:
     return _toy_entries() + real_datasets()
 
 
-def dataset_by_key(key: str) -> DatasetEntry | None:
+def dataset_by_key(key: str, wait: float = LISTING_WAIT_S) -> DatasetEntry | None:
     if key.startswith("toy:"):
         return next((e for e in _toy_entries() if e.key == key), None)
-    return next((e for e in real_datasets() if e.key == key), None)
+    return next((e for e in real_datasets(wait, only=key) if e.key == key), None)
+
+
+def dataset_class_names(key: str) -> tuple[str, ...] | None:
+    """The class names of a dataset in the catalogue, in id order (None for an unknown key): runs,
+    baselines, teachers and comparisons pair only datasets whose lists are identical."""
+    entry = dataset_by_key(key, wait=0)
+    return entry.class_names if entry is not None else None
+
+
+def config_class_names(config: dict[str, Any]) -> tuple[str, ...]:
+    """The class names of a run's stored config, in id order."""
+    from duda_engine.data.classes import CITYSCAPES
+
+    classes = config.get("classes") or {}
+    if classes.get("preset", "cityscapes") == "custom":
+        return tuple(str(name) for name in classes.get("names", []))
+    return CITYSCAPES.names
 
 
 # --------------------------------------------------------------------------------------------

@@ -208,7 +208,8 @@ class RunLaunchForm(forms.Form):
     def _dataset_label(entry) -> str:
         if entry.toy:
             return f"{entry.label} (bundled)"
-        return entry.label if entry.ok else f"{entry.label} — not usable: {entry.reason[:80]}"
+        label = f"{entry.label} ({len(entry.class_list)} classes)" if entry.classes else entry.label
+        return label if entry.ok else f"{label} — not usable: {entry.reason[:80]}"
 
     def clean_crop_size(self):
         value = self.cleaned_data.get("crop_size", "")

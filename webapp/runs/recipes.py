@@ -70,6 +70,8 @@ def pair_base_config(source: DatasetEntry, target: DatasetEntry) -> dict[str, An
     for side, entry in (("source", source), ("target", target)):
         settings_here = {k: v for k, v in (config.get(side) or {}).items() if k not in DATASET_IDENTITY}
         config[side] = {**dataset_settings(entry.kind, side), **settings_here, **entry.config}
+    if target.classes:  # a custom dataset's own classes (a launch pairs only datasets whose lists agree)
+        config["classes"] = dict(target.classes)
     if source.kind == "synthia":  # SYNTHIA labels 16 of the 19 classes
         eval_section = config.setdefault("eval", {})
         eval_section.setdefault("class_subset", "synthia16")

@@ -446,9 +446,13 @@ def compare_data(*, user, run_ids: list[int], names: list[str], width: int, star
     order = {rid: i for i, rid in enumerate(run_ids)}
     runs.sort(key=lambda r: order.get(r.pk, 0))
     out = []
+    classes = class_palette(runs[0]) if runs else []
+    names = [c["name"] for c in classes]
     for run in runs:
         table = _ious_by_step(run)
         last = max(table) if table else None
+        # Per-class IoU is paired by class only between runs with the same class list as the first run.
+        same_classes = [c["name"] for c in class_palette(run)] == names
         out.append(
             {
                 "id": run.pk,
@@ -463,10 +467,10 @@ def compare_data(*, user, run_ids: list[int], names: list[str], width: int, star
                 if names else {},
                 "metric_names": metric_names(run=run),
                 "class_iou_step": last,
-                "class_iou": [table[last].get(c["index"]) for c in class_palette(run)] if last is not None else None,
+                "same_classes": same_classes,
+                "class_iou": [table[last].get(c["index"]) for c in classes] if last is not None and same_classes else None,
             }
         )
-    classes = class_palette(runs[0]) if runs else []
     return {"runs": out, "classes": classes}
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -67,6 +68,16 @@ def run_new(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+def datasets_status(request: HttpRequest) -> JsonResponse:
+    """The real datasets' verdicts and the progress of their checks (the launch page polls it)."""
+    entries = catalog.real_datasets(wait=0)
+    return JsonResponse({"datasets": [
+        {"key": e.key, "ok": e.ok, "problems": e.problems, "check": e.check, "counts": e.counts,
+         "choice_label": RunLaunchForm._dataset_label(e)} for e in entries
+    ]})
+
+
+@login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(request, run_id)
     return render(request, "runs/detail.html", {
@@ -74,18 +85,31 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "config_json": json.dumps(run.config, indent=2),
         "checkpoints": selectors.checkpoints_of(run=run),
         "teachers": selectors.teachers_of(run),
+        "traceback": _traceback_of(run),
         "baseline": selectors.baseline_of(run),
         "group": selectors.group_of(run),
     })
+
+
+def _traceback_of(run) -> str:
+    """The traceback of a run that failed on an unexpected error (the worker keeps it in the run folder)."""
+    if run.status != RunStatus.FAILED or not run.output_dir:
+        return ""
+    try:
+        return (Path(run.output_dir) / "traceback.txt").read_text()[-20000:]
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 @login_required
 def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(request, run_id)
     others = selectors.runs_visible_to(request.user).filter(target_dataset=run.target_dataset).exclude(pk=run.pk)
+    names = catalog.config_class_names(run.config)  # side by side only with runs on the same class list
+    others = [o for o in others.order_by("-created_at")[:50] if catalog.config_class_names(o.config) == names]
     return render(request, "runs/gallery.html", {
         "run": run,
-        "others": others.order_by("-created_at")[:50],
+        "others": others,
         "compare_id": str(inputs.positive_int(request.GET.get("compare", "")) or ""),  # a bad id: no second run
         "gallery_config": {"run": run.pk, "method": run.method, "name": run.name},
     })

@@ -250,6 +250,15 @@ def _check_teacher_classes(config, teachers: list[Run]) -> None:
             )
 
 
+def _classes_differ(source, target) -> str:
+    def listed(entry) -> str:
+        names = entry.class_names
+        return f"{len(names)} classes ({', '.join(names[:4])}{', …' if len(names) > 4 else ''})"
+
+    return (f"{target.label} has {listed(target)} but {source.label} has {listed(source)}: "
+            "a run pairs datasets with the same class list")
+
+
 def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConfig:
     """The engine config of a launch, validated by the engine; ApplicationError with field errors.
 
@@ -273,12 +282,14 @@ def build_engine_config(spec: LaunchSpec, teachers: list[Run] = ()) -> BuiltConf
             key = getattr(spec, side)
             if side in fields:
                 continue
-            entry = catalog.dataset_by_key(key)
+            entry = catalog.dataset_by_key(key, wait=catalog.LAUNCH_WAIT_S)
             if entry is None:
                 fields[side] = [f"unknown dataset {key!r}"]
             elif not entry.ok and not entry.toy:
                 fields[side] = [f"{entry.label} is not usable: {entry.reason}"]
             entries[side] = entry
+        if not fields and spec.method != "oracle" and entries["source"].class_names != entries["target"].class_names:
+            fields["target"] = [_classes_differ(entries["source"], entries["target"])]
         if fields:
             raise ApplicationError.invalid("the datasets are not valid", fields=fields)
         base = recipes.pair_base_config(entries["source"], entries["target"])
