@@ -495,16 +495,6 @@ def dataset_class_names(key: str) -> tuple[str, ...] | None:
     return entry.class_names if entry is not None else None
 
 
-def config_class_names(config: dict[str, Any]) -> tuple[str, ...]:
-    """The class names of a run's stored config, in id order."""
-    from duda_engine.data.classes import CITYSCAPES
-
-    classes = config.get("classes") or {}
-    if classes.get("preset", "cityscapes") == "custom":
-        return tuple(str(name) for name in classes.get("names", []))
-    return CITYSCAPES.names
-
-
 # --------------------------------------------------------------------------------------------
 # Weights sources (ImageNet weights of an encoder)
 # --------------------------------------------------------------------------------------------

@@ -447,12 +447,11 @@ def compare_data(*, user, run_ids: list[int], names: list[str], width: int, star
     runs.sort(key=lambda r: order.get(r.pk, 0))
     out = []
     classes = class_palette(runs[0]) if runs else []
-    names = [c["name"] for c in classes]
     for run in runs:
         table = _ious_by_step(run)
         last = max(table) if table else None
         # Per-class IoU is paired by class only between runs with the same class list as the first run.
-        same_classes = [c["name"] for c in class_palette(run)] == names
+        same_classes = run.classes_digest == runs[0].classes_digest
         out.append(
             {
                 "id": run.pk,

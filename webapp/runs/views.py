@@ -104,9 +104,9 @@ def _traceback_of(run) -> str:
 @login_required
 def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(request, run_id)
-    others = selectors.runs_visible_to(request.user).filter(target_dataset=run.target_dataset).exclude(pk=run.pk)
-    names = catalog.config_class_names(run.config)  # side by side only with runs on the same class list
-    others = [o for o in others.order_by("-created_at")[:50] if catalog.config_class_names(o.config) == names]
+    others = (selectors.runs_visible_to(request.user)  # side by side only with runs on the same class list
+              .filter(target_dataset=run.target_dataset, classes_digest=run.classes_digest).exclude(pk=run.pk)
+              .defer("config").order_by("-created_at")[:50])
     return render(request, "runs/gallery.html", {
         "run": run,
         "others": others,

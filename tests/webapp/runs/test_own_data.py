@@ -12,6 +12,7 @@ from tests.engine.conftest import write_domain
 from tests.engine.test_dataset_check import break_domain
 from tests.webapp.runs.conftest import launch
 from webapp.runs import catalog
+from webapp.runs.class_lists import class_names
 from webapp.runs.errors import ApplicationError
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +51,7 @@ def test_a_custom_dataset_is_listed_with_its_classes_and_runs_on_them(alice, roo
     run = launch(alice, benchmark="", source="custom:yard", target="custom:yard", crop_size=(32, 32))
     assert run.config["classes"] == {"preset": "custom", "names": list(THREE),
                                      "colours": [[90, 90, 90], [200, 40, 40], [40, 40, 220]], "ignore_index": 255}
-    assert catalog.config_class_names(run.config) == THREE == catalog.dataset_class_names("custom:yard")
+    assert tuple(class_names(run.config)) == THREE == catalog.dataset_class_names("custom:yard")
 
 
 def test_a_broken_dataset_is_not_usable_with_every_reason_and_refused(alice, root):
