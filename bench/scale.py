@@ -82,6 +82,8 @@ def seed(args) -> dict:
     from django.db import connection
     from rest_framework.authtoken.models import Token
 
+    from webapp.runs.class_lists import classes_digest
+
     started = time.monotonic()
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
@@ -98,6 +100,7 @@ def seed(args) -> dict:
     rest_points = max(0, args.points - args.big_runs * args.big_points)
     small_runs = args.runs - args.big_runs - args.live_runs
     per_small = rest_points // max(1, small_runs)
+    digest = classes_digest(json.loads(config))
     buffer = io.StringIO()
     for i in range(1, args.runs + 1):
         status = "queued" if i in live else "succeeded" if i in big else statuses[i % len(statuses)]
@@ -105,11 +108,11 @@ def seed(args) -> dict:
             str(i), str(user.pk), f"run {i}", methods[i % len(methods)], "toy_gta2real", "gta5", targets[i % len(targets)],
             "mit_b0", "mit_b2", config.replace("\\", "\\\\"), f"/tmp/bench-runs/{i}", status, "f", "400000", "0",
             "0", "", "", "", "", str(50.0 + i % 20), str(49.0 + i % 20), f"2026-01-01 {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00",
-            f"2026-01-01 {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00",
+            f"2026-01-01 {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00", "t", digest,
         ]) + "\n")
     columns = ("id, owner_id, name, method, benchmark, source_dataset, target_dataset, student, auxiliary, config, "
                "output_dir, status, cancel_requested, total_steps, step, attempts, claim_token, worker_host, "
-               "worker_gpu, error_message, best_miou, final_miou, created_at, updated_at")
+               "worker_gpu, error_message, best_miou, final_miou, created_at, updated_at, baseline_auto, classes_digest")
     with connection.cursor() as cursor:
         with cursor.copy(f"COPY runs_run ({columns}) FROM STDIN") as copy:
             copy.write(buffer.getvalue())
