@@ -261,6 +261,12 @@ def api_figures(args, seeded: dict, port: int) -> dict:
         "run curves (width 1200)": f"/api/runs/{big[0]}/metrics/?width={WIDTH}",
     }
     out = {name: measure(client, path, args.reps) for name, path in light.items()}
+    # The same curves computed afresh each time: a width of its own per request misses the server's
+    # cache of finished runs' curves (what the first visit to a run page costs).
+    fresh = [measure(client, f"/api/runs/{big[0]}/metrics/?width={WIDTH - 1 - i}", 1, warm=0) for i in range(args.reps)]
+    out["run curves, first request (uncached)"] = {"path": f"/api/runs/{big[0]}/metrics/?width={WIDTH}-(1..{args.reps})",
+                                                   **percentiles([f["p50_ms"] / 1000 for f in fresh]),
+                                                   "bytes": fresh[0]["bytes"]}
     out["run curves, every point (pages)"] = every_point(client, big[0])
     ids = ",".join(map(str, big))
     compare_path = f"/api/runs/compare/?ids={ids}&names=eval/miou,loss/source&width={WIDTH}"

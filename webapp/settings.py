@@ -285,3 +285,11 @@ EXPORT_SPEED_RUNS = env_int("DUDA_EXPORT_SPEED_RUNS", 20, minimum=1)
 EXPORT_CALIBRATION_IMAGES = env_int("DUDA_EXPORT_CALIBRATION_IMAGES", 32, minimum=1)
 # An export still queued or running this long after it was asked for is failed when it is asked for again.
 EXPORT_TIMEOUT_S = env_int("DUDA_EXPORT_TIMEOUT_S", 2 * 3600, minimum=60)
+
+# Caches, per server process: "curves" keeps finished runs' curves as drawn (the run page and compare
+# ask for the same ones again; a finished run's points no longer change).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "curves": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "curves",
+               "TIMEOUT": 3600, "OPTIONS": {"MAX_ENTRIES": 200}},
+}

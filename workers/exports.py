@@ -3,7 +3,8 @@
 ``package_export(export_id, worker_host)`` claims the export, runs ``duda_engine.ship.package`` into a
 temporary folder beside the export's final folder (float ONNX verified against PyTorch, int8 calibrated
 on target training images and checked against the float file, both re-measured on the target's
-validation set, timed at the training crop and 1024x512, and the model card), renames the folder into
+validation set, timed at the training crop and 1024x512, and the model card; beside them the
+student as a ``torch.export`` program, checked against PyTorch the same way), renames the folder into
 place, and stores the files (size, sha256) and the numbers. Any failure is the export's error.
 """
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 def package_export(export_id: int, worker_host: str) -> str:
     from duda_engine.checkpoint import sha256_file
     from duda_engine.config_loading import config_from_dict
+    from duda_engine.export import export_student
     from duda_engine.ship import package
     from duda_engine.ship.card import CARD_JSON, CARD_MARKDOWN
     from duda_engine.ship.packaging import default_speed_sizes
@@ -48,11 +50,14 @@ def package_export(export_id: int, worker_host: str) -> str:
             baselines=job.baselines,
             stem=f"run{job.run.pk}-student",
         )
+        exported = result.float_file  # the program at the ONNX file's size, checked the same way
+        program = export_student(job.checkpoint_path, scratch / f"run{job.run.pk}-student.pt2", fmt="torch_export",
+                                 height=exported.height, width=exported.width)
         if final.exists():
             shutil.rmtree(final)
         scratch.rename(final)  # the files appear together, complete
         named = {"float": result.float_file.path.name, "int8": result.int8_file.path.name,
-                 "card_json": CARD_JSON, "card_md": CARD_MARKDOWN}
+                 "torch_export": program.path.name, "card_json": CARD_JSON, "card_md": CARD_MARKDOWN}
         files = []
         for kind, name in named.items():
             path = final / name

@@ -97,7 +97,7 @@ function showExport(exp) {
   $("export-files").tBodies[0].replaceChildren(...rows);
   $("export-files").hidden = false;
   $("export-card").hidden = false;
-  $("export-card-links").replaceChildren(...["card_md", "card_json"].filter((k) => files[k]).map((k) =>
+  $("export-card-links").replaceChildren(...["card_md", "card_json", "torch_export"].filter((k) => files[k]).map((k) =>
     el("a", { href: files[k].download, "data-kind": k, class: "spaced-left" }, files[k].name)));
   if (shownCard !== exp.id && files.card_md) {
     shownCard = exp.id;

@@ -51,7 +51,7 @@ def test_the_export_task_packages_a_toy_run_and_stores_what_it_measured(worker, 
                               "the export")
     assert export.status == "succeeded", export.error_message
     files = {f.kind: f for f in export.files.all()}
-    assert set(files) == {"float", "int8", "card_md", "card_json"}
+    assert set(files) == {"float", "int8", "torch_export", "card_md", "card_json"}
     for f in files.values():
         path = run.resolve(f.path)
         assert path.parent == run.folder / "exports" / str(export.pk)
@@ -72,6 +72,10 @@ def test_the_export_task_packages_a_toy_run_and_stores_what_it_measured(worker, 
     assert float((expected.argmax(1) == actual.argmax(1)).float().mean()) > 0.999
     assert export.float_max_abs_diff < 1e-3 and export.float_argmax_agreement > 0.999
     assert export.int8_argmax_agreement >= 0.9
+    with open(run.resolve(files["torch_export"].path), "rb") as handle:  # the torch.export program too
+        program = torch.export.load(handle).module()
+    with torch.no_grad():
+        assert float((program(images) - expected).abs().max()) < 1e-3
 
     # The stored mIoU is the target validation mIoU of each file, as the engine's evaluation measures it.
     from duda_engine.config_loading import config_from_dict

@@ -368,6 +368,7 @@ class Export(models.Model):
 class ExportFileKind(models.TextChoices):
     FLOAT = "float", "float ONNX"
     INT8 = "int8", "int8 ONNX"
+    TORCH_EXPORT = "torch_export", "torch.export program (.pt2)"
     CARD_MD = "card_md", "model card (Markdown)"
     CARD_JSON = "card_json", "model card (JSON)"
 

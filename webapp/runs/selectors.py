@@ -6,11 +6,14 @@ their own runs, staff see all; anything else is "not found", never "forbidden".
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.core.cache import caches
 from django.db.models import Q, QuerySet
 
 from webapp.runs import inputs
@@ -206,6 +209,22 @@ def metric_page(*, run: Run, since: int | None = None, end: int | None = None, n
 
 def metric_curves(*, run: Run, width: int, start: int | None = None, end: int | None = None,
                   names: list[str] | None = None) -> dict[str, Any]:
+    """``drawn_curves``; a finished run's are kept in the ``curves`` cache (its points no longer change:
+    the key holds its status, last step and finish time, which a resumed run changes)."""
+    if not run.is_finished:
+        return drawn_curves(run=run, width=width, start=start, end=end, names=names)
+    key = "curves:" + hashlib.sha256(json.dumps(
+        [run.pk, run.status, run.step, run.finished_at.isoformat() if run.finished_at else None,
+         width, start, end, names]).encode()).hexdigest()
+    found = caches["curves"].get(key)
+    if found is None:
+        found = drawn_curves(run=run, width=width, start=start, end=end, names=names)
+        caches["curves"].set(key, found)
+    return found
+
+
+def drawn_curves(*, run: Run, width: int, start: int | None = None, end: int | None = None,
+                 names: list[str] | None = None) -> dict[str, Any]:
     """Each curve as drawn on ``width`` pixels: the steps ``start..end`` cut into ``width`` equal
     buckets, and of each bucket the point with the lowest and the one with the highest value (so every
     spike shows). A curve with no more than ``2 * width`` points in the range comes whole

@@ -128,3 +128,29 @@ def test_the_queries_run_on_their_indexes(alice):
     assert "config" not in sql.split("FROM")[0]  # the list does not load the config JSON
     text = plan(sql, list(params))
     assert "run_owner_status_created" in text
+
+
+def test_a_finished_runs_curves_come_from_the_cache_until_the_run_changes(api, alice):
+    from django.core.cache import caches
+    from django.utils import timezone
+
+    caches["curves"].clear()
+    run = launch(alice)
+    store_curve(run, "loss/source", np.arange(10, dtype=float))
+
+    def drawn() -> list[float]:
+        return api.get(f"/api/runs/{run.pk}/metrics/", {"width": 100}).json()["series"]["loss/source"]["value"]
+
+    assert drawn() == list(range(10))  # queued: computed each time, never cached
+    store_curve(run, "loss/source", np.full(1, 10.0), first_step=11)
+    assert drawn() == list(range(11))
+
+    Run.objects.filter(pk=run.pk).update(status="failed", step=7, finished_at=timezone.now())
+    assert drawn() == list(range(11))
+    MetricPoint.objects.filter(run=run, step=11).update(value=99.0)  # behind the cache's back
+    assert drawn()[-1] == 10.0  # served from the cache: a finished run's points do not change
+
+    # Resumed and finished again: another status, step or finish time, so the curves are read anew.
+    store_curve(run, "loss/source", np.full(1, 12.0), first_step=12)
+    Run.objects.filter(pk=run.pk).update(status="succeeded", step=8, finished_at=timezone.now())
+    assert drawn() == [*range(10), 99.0, 12.0]

@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
             name='ExportFile',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('float', 'float ONNX'), ('int8', 'int8 ONNX'), ('card_md', 'model card (Markdown)'), ('card_json', 'model card (JSON)')], max_length=16)),
+                ('kind', models.CharField(choices=[('float', 'float ONNX'), ('int8', 'int8 ONNX'), ('torch_export', 'torch.export program (.pt2)'), ('card_md', 'model card (Markdown)'), ('card_json', 'model card (JSON)')], max_length=16)),
                 ('name', models.CharField(max_length=200)),
                 ('path', models.CharField(help_text='relative to the run folder', max_length=500)),
                 ('size', models.BigIntegerField()),
