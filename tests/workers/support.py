@@ -173,3 +173,20 @@ def broker_unreachable() -> Iterator[None]:
         yield
     finally:
         app.conf.broker_write_url, app._pool, app.amqp._producer_pool = saved
+
+
+@contextlib.contextmanager
+def serving_stack(data_dir: Path) -> Iterator[str]:
+    """A web server and a training worker on ``data_dir`` with an empty queue; yields the server's URL."""
+    from tests.conftest import free_port
+
+    purge_queue()
+    port = free_port()
+    server = start_server(data_dir, port, data_dir / "server.log")
+    worker = start_worker(data_dir, data_dir / "worker.log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(worker)
+        stop(server)
+        wait_until_disconnected()

@@ -13,7 +13,6 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from tests.browser import chromium, screenshot_path
-from tests.conftest import free_port
 from tests.engine.conftest import write_domain
 from tests.engine.test_dataset_check import break_domain
 from tests.workers import support
@@ -56,14 +55,8 @@ def datasets_root(tmp_path, monkeypatch, settings):
 
 @pytest.fixture
 def stack(django_db_setup, tmp_path, datasets_root):
-    support.purge_queue()
-    port = free_port()
-    server = support.start_server(tmp_path, port, tmp_path / "server.log")
-    worker = support.start_worker(tmp_path, tmp_path / "worker.log")
-    yield f"http://127.0.0.1:{port}"
-    support.stop(worker)
-    support.stop(server)
-    support.wait_until_disconnected()
+    with support.serving_stack(tmp_path) as url:
+        yield url
 
 
 RUN = {"source": "custom:orchard", "target": "custom:orchard", "method": "source_only", "student": "mit_b0",

@@ -11,7 +11,6 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from tests.browser import chromium, screenshot_path
-from tests.conftest import free_port
 from tests.workers import support
 from webapp.runs.models import Run, RunGroup
 
@@ -26,16 +25,10 @@ def fast_hashing():
 @pytest.fixture
 def stack(django_db_setup, tmp_path, monkeypatch):
     support.ensure_toy_data()
-    support.purge_queue()
     monkeypatch.setenv("DUDA_EXPORT_SPEED_RUNS", "2")  # the worker reads these: a quick speed figure
     monkeypatch.setenv("DUDA_EXPORT_CALIBRATION_IMAGES", "4")
-    port = free_port()
-    server = support.start_server(tmp_path, port, tmp_path / "server.log")
-    worker = support.start_worker(tmp_path, tmp_path / "worker.log")
-    yield f"http://127.0.0.1:{port}"
-    support.stop(worker)
-    support.stop(server)
-    support.wait_until_disconnected()
+    with support.serving_stack(tmp_path) as url:
+        yield url
 
 
 def shot(page, tmp_path, name: str) -> None:
