@@ -176,17 +176,20 @@ def broker_unreachable() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def serving_stack(data_dir: Path) -> Iterator[str]:
-    """A web server and a training worker on ``data_dir`` with an empty queue; yields the server's URL."""
+def serving_stack(data_dir: Path, worker: bool = True) -> Iterator[str]:
+    """A web server (and a training worker unless ``worker`` is false) on ``data_dir`` with an empty
+    queue; yields the server's URL."""
     from tests.conftest import free_port
 
     purge_queue()
     port = free_port()
     server = start_server(data_dir, port, data_dir / "server.log")
-    worker = start_worker(data_dir, data_dir / "worker.log")
+    trainer = start_worker(data_dir, data_dir / "worker.log") if worker else None
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop(worker)
+        if trainer is not None:
+            stop(trainer)
         stop(server)
+        purge_queue()
         wait_until_disconnected()

@@ -8,7 +8,6 @@ import pytest
 from django.db import connections
 
 from tests.browser import chromium
-from tests.conftest import free_port
 from tests.webapp.runs.conftest import launch, simulate_results
 from tests.workers import support
 from webapp.runs.models import Run
@@ -23,13 +22,8 @@ def fast_hashing():
 
 @pytest.fixture
 def server(django_db_setup, tmp_path):
-    support.purge_queue()
-    port = free_port()
-    process = support.start_server(tmp_path, port, tmp_path / "server.log")
-    yield f"http://127.0.0.1:{port}"
-    support.stop(process)
-    support.purge_queue()
-    support.wait_until_disconnected()
+    with support.serving_stack(tmp_path, worker=False) as url:
+        yield url
 
 
 def test_every_page_runs_under_the_policy(server, django_user_model, monkeypatch):

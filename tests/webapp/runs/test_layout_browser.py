@@ -13,7 +13,6 @@ import pytest
 from django.db import connections
 
 from tests.browser import chromium, screenshot_path
-from tests.conftest import free_port
 from tests.webapp.runs.conftest import launch, simulate_results
 from tests.workers import support
 from webapp.runs.models import Run
@@ -34,14 +33,9 @@ def fast_hashing():
 @pytest.fixture
 def server(django_db_setup, tmp_path, runs_dir):
     assert runs_dir == tmp_path / "runs"  # the server's DUDA_DATA_DIR/runs: it reads what this process writes
-    support.purge_queue()
-    port = free_port()
-    process = support.start_server(tmp_path, port, tmp_path / "server.log")
-    yield f"http://127.0.0.1:{port}"
-    support.stop(process)
-    support.purge_queue()
+    with support.serving_stack(tmp_path, worker=False) as url:
+        yield url
     connections.close_all()
-    support.wait_until_disconnected()
 
 
 @pytest.fixture

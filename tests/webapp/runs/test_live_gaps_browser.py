@@ -11,7 +11,6 @@ import pytest
 from django.db import connections
 
 from tests.browser import chromium
-from tests.conftest import free_port
 from tests.webapp.runs.conftest import launch
 from tests.workers import support
 from webapp.runs import live
@@ -29,13 +28,8 @@ def fast_hashing():
 
 @pytest.fixture
 def server(django_db_setup, tmp_path):
-    support.purge_queue()
-    port = free_port()
-    process = support.start_server(tmp_path, port, tmp_path / "server.log")
-    yield f"http://127.0.0.1:{port}"
-    support.stop(process)
-    support.purge_queue()
-    support.wait_until_disconnected()
+    with support.serving_stack(tmp_path, worker=False) as url:
+        yield url
 
 
 def test_a_dropped_message_is_detected_and_filled_without_reconnecting(server, django_user_model, monkeypatch):
