@@ -7,8 +7,9 @@
 **It empties the runs tables of the database DATABASE_URL names** (give it a database of its own),
 then seeds ``--runs`` runs of one user and ``--points`` metric points: ``--big-runs`` runs of
 ``--big-points`` points each (four curves a step, an evaluation every 1,000 steps), the rest spread
-over the other runs. Rows are written with PostgreSQL's COPY (a bulk insert: the same rows and
-indexes the services write, not their per-batch transactions).
+over the other runs. Points are written with PostgreSQL's COPY (a bulk insert: the same rows and
+indexes the services write, not their per-batch transactions), then each run's curve blocks are
+computed from them (``curves.rebuild_blocks``: the rows ``store_points`` keeps up as it stores).
 
 Then it starts ``manage.py serve`` (daphne) on a free port and measures, with warm repeated requests
 over one keep-alive connection sending ``Accept-Encoding: gzip`` (p50 / p95 in ms, bytes on the wire):
@@ -18,11 +19,17 @@ over one keep-alive connection sending ``Accept-Encoding: gzip`` (p50 / p95 in m
   point of it through the pages (``since=``), as a client that wants them all;
 - the compare of the ``--big-runs`` big runs (mIoU and one loss, ``width=1200``), and the runs list's
   and a run's curves' p95 while one client loops that compare (against the same measured idle);
-- live delivery: ``--live-runs`` runs, each with a publisher thread (in ``--publishers`` processes
-  apart from the server, as workers are) calling the real service (``records.metrics_record``, which stores the points and publishes them) ``--rate``
-  times a second with four points, for ``--live-seconds``; one browser-like websocket client per run
+- live delivery: ``--live-runs`` runs, each reported by a publisher process of its own (as each run
+  has its worker) through the worker's own callbacks (``RunCallbacks.on_metrics``: points buffered
+  and stored at most ten times a second by ``records.metrics_record``, which publishes them after
+  commit), ``--rate`` times a second with four points, for ``--live-seconds``. In a deployment workers
+  run on machines of their own; sharing this CPU, the publishers run at ``--publisher-nice`` so
+  that they yield to the server, PostgreSQL and Redis. One browser-like websocket client per run
   (autobahn) keeps the page's rule: a hole in the messages' numbers is filled from REST by step
-  range. Reported: publish -> client latency of the points that came over the socket, holes found,
+  range. Reported: for the points that came over the socket, publish -> client latency (from the
+  moment ``metrics_record`` returned, its rows committed and its message handed to ``live.publish``,
+  to the client's receipt) and report -> client latency (from the ``on_metrics`` call: the worker's
+  buffering and its database write included); the ``on_metrics`` call's own time, holes found,
   points filled, and points missing at the end (expected minus received or filled).
 
 Writes one JSON file with every figure, the load average around each phase and the EXPLAIN plans of
@@ -82,12 +89,13 @@ def seed(args) -> dict:
     from django.db import connection
     from rest_framework.authtoken.models import Token
 
+    from webapp.runs import curves
     from webapp.runs.class_lists import classes_digest
 
     started = time.monotonic()
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE runs_metricpoint, runs_classiou, runs_checkpoint, runs_predictionsample, "
+        cursor.execute("TRUNCATE runs_metricpoint, runs_curveblock, runs_classiou, runs_checkpoint, runs_predictionsample, "
                        "runs_runevent, runs_run_teachers, runs_run RESTART IDENTITY CASCADE")
     user, _ = get_user_model().objects.get_or_create(username="bench")
     token, _ = Token.objects.get_or_create(user=user)
@@ -139,9 +147,15 @@ def seed(args) -> dict:
                 for row in curve_rows(run_id, per_small):
                     copy.write_row(row)
                     written += 1
+    points_seconds = time.monotonic() - started
+    started = time.monotonic()
+    for run_id in [*big, *range(args.big_runs + args.live_runs + 1, args.runs + 1)]:
+        curves.rebuild_blocks(run_id)  # the blocks store_points keeps, computed once for the bulk load
+    with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     return {"runs": args.runs, "points": written, "big_runs": big, "live_runs": live,
-            "seed_runs_s": round(runs_seconds, 1), "seed_points_s": round(time.monotonic() - started, 1),
+            "seed_runs_s": round(runs_seconds, 1), "seed_points_s": round(points_seconds, 1),
+            "seed_blocks_s": round(time.monotonic() - started, 1),
             "token": token.key, "user_id": user.pk}
 
 
@@ -301,33 +315,48 @@ def api_figures(args, seeded: dict, port: int) -> dict:
 
 
 def publish_main(args) -> None:
-    """The publishers (``publish`` subcommand): one thread per run calling the real service."""
+    """The publishers (``publish`` subcommand): each run reports through a worker's own callbacks
+    (``workers.callbacks.RunCallbacks.on_metrics``, which buffers points and stores them at most ten
+    times a second through ``records.metrics_record``), one thread per run."""
     django_setup()
     from django.db import connections
 
-    from webapp.runs import live
-    from webapp.runs.models import MetricPoint, Run
-    from webapp.runs.services import records, worker
+    from webapp.runs.models import CurveBlock, MetricPoint, Run
+    from webapp.runs.services import worker
+    from workers.callbacks import RunCallbacks
 
     run_ids = [int(i) for i in args.run_ids.split(",")]
     MetricPoint.objects.filter(run_id__in=run_ids).delete()  # a second measurement starts them again
+    CurveBlock.objects.filter(run_id__in=run_ids).delete()
     Run.objects.filter(pk__in=run_ids).update(status="queued", claim_token="", step=0, attempts=0, finished_at=None)
     claims = {run_id: worker.run_claim(run_id=run_id, worker_host="bench", worker_gpu="CPU").token for run_id in run_ids}
     reports = int(args.rate * args.live_seconds)
     print("ready", flush=True)
     sys.stdin.readline()  # the clients are connected
+    call_seconds: list[float] = []  # each report's on_metrics call (a store and commit when it flushes)
+    published: dict[int, dict[int, float]] = {run_id: {} for run_id in run_ids}  # run -> step -> when published
 
     def publish(run_id: int) -> None:
+        callbacks = RunCallbacks(run_id, claims[run_id])
+        callbacks.on_start(total_steps=reports, start_step=0)
         period = 1.0 / args.rate
         start = time.monotonic()
+        unpublished: list[int] = []
         for step in range(1, reports + 1):
-            now = time.time()
-            records.metrics_record(run_id=run_id, token=claims[run_id],
-                                   points=[(step, name, now) for name in NAMES],
-                                   progress=records.Progress(step=step, total_steps=400000, seconds_per_step=period))
+            now = time.time()  # each point's value: when it was reported
+            before = callbacks.published
+            callbacks.on_metrics(step, {name: now for name in NAMES})
+            done = time.time()
+            call_seconds.append(done - now)
+            unpublished.append(step)
+            if callbacks.published != before:  # stored, committed and handed to live.publish: now
+                published[run_id].update(dict.fromkeys(unpublished, done))
+                unpublished = []
             delay = start + step * period - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        callbacks.flush(force=True)
+        published[run_id].update(dict.fromkeys(unpublished, time.time()))
         worker.run_finish(run_id=run_id, token=claims[run_id], steps=reports, final_miou=None, best_miou=None,
                           cancelled=False)
         connections.close_all()
@@ -338,8 +367,11 @@ def publish_main(args) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    from webapp.runs import live
+
     live.flush(10)
-    print(json.dumps({"publish_seconds": round(time.monotonic() - started, 2), "reports": reports}), flush=True)
+    print(json.dumps({"publish_seconds": round(time.monotonic() - started, 2), "reports": reports,
+                      "call_ms": [round(x * 1000, 2) for x in call_seconds], "published": published}), flush=True)
 
 
 class BrowserLike:
@@ -349,6 +381,7 @@ class BrowserLike:
         self.run_id, self.port, self.token = run_id, port, token
         self.points: dict[tuple[int, str], float] = {}
         self.latencies: list[float] = []
+        self.arrivals: dict[int, float] = {}  # step -> when its first point came over the socket
         self.last_seq: dict[str, int] = {}
         self.last_step = -1
         self.holes = 0
@@ -372,6 +405,7 @@ class BrowserLike:
             if key not in self.points:
                 self.points[key] = point["value"]
                 self.latencies.append(arrived - point["value"])
+                self.arrivals.setdefault(point["step"], arrived)
             self.last_step = max(self.last_step, point["step"])
         if message.get("type") == "status" and message.get("status") == "succeeded":
             self.done.set()
@@ -436,7 +470,8 @@ async def live_clients(args) -> dict:
             "messages_received": sum(p.messages for p in pages),
             "holes_found": sum(p.holes for p in pages), "points_filled_from_rest": sum(p.filled for p in pages),
             "runs_without_their_final_status": sum(not p.done.is_set() for p in pages),
-            "latency": percentiles(latencies) if latencies else None}
+            "latency_from_report": percentiles(latencies) if latencies else None,
+            "arrivals": {page.run_id: page.arrivals for page in pages}}
 
 
 def live_figures(args, seeded: dict, port: int) -> dict:
@@ -453,8 +488,9 @@ def live_figures(args, seeded: dict, port: int) -> dict:
     timing = ["--rate", str(args.rate), "--live-seconds", str(args.live_seconds)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     ids = seeded["live_runs"]
-    shares = [ids[k::args.publishers] for k in range(args.publishers)]
-    publishers = [subprocess.Popen([sys.executable, __file__, "publish", "--run-ids", ",".join(map(str, share)), *timing],
+    processes = args.publishers or len(ids)
+    shares = [ids[k::processes] for k in range(processes)]
+    publishers = [subprocess.Popen(["nice", "-n", str(args.publisher_nice), sys.executable, __file__, "publish", "--run-ids", ",".join(map(str, share)), *timing],
                                    cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
                   for share in shares if share]
     for publisher in publishers:
@@ -468,8 +504,12 @@ def live_figures(args, seeded: dict, port: int) -> dict:
         publisher.stdin.flush()
     figures = json.loads(clients.stdout.readline())
     took = [json.loads(publisher.stdout.readline()) for publisher in publishers]
-    figures |= {"publisher_processes": len(publishers), "publish_seconds": max(t["publish_seconds"] for t in took),
-                "reports": took[0]["reports"]}
+    arrivals = figures.pop("arrivals")
+    published = {run: times for t in took for run, times in t["published"].items()}
+    delays = [arrived - published[run][step] for run, steps in arrivals.items() for step, arrived in steps.items()]
+    figures |= {"latency_from_publish": percentiles(delays), "publisher_processes": len(publishers),
+                "publish_seconds": max(t["publish_seconds"] for t in took), "reports": took[0]["reports"],
+                "on_metrics_call": percentiles([ms / 1000 for t in took for ms in t["call_ms"]])}
     for publisher in publishers:
         publisher.wait(timeout=60)
     clients.wait(timeout=60)
@@ -486,7 +526,11 @@ def main() -> None:
     parser.add_argument("--live-runs", type=int, default=20)
     parser.add_argument("--rate", type=float, default=20.0, help="reports a second per live run")
     parser.add_argument("--live-seconds", type=float, default=20.0)
-    parser.add_argument("--publishers", type=int, default=4, help="processes the live runs' publishers share")
+    parser.add_argument("--publishers", type=int, default=0,
+                        help="processes the live runs' publishers share (0: one per run, as workers are)")
+    parser.add_argument("--publisher-nice", type=int, default=10,
+                        help="the publishers' niceness: workers run on machines of their own, so on a shared CPU "
+                             "they yield to the server, PostgreSQL and Redis (0: same priority)")
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--skip-seed", action="store_true", help="measure the database as a previous run left it")
     parser.add_argument("--skip-api", action="store_true", help="measure live delivery only")

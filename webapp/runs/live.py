@@ -9,9 +9,11 @@ database, and the browser backfills from the REST API when its socket comes back
 Every message carries ``seq``, a number per run counted where it is published (one per ``publish``
 call), and ``epoch``, the publishing process's id; a message missing anywhere (this queue full, the
 layer down, Redis's per-socket capacity) leaves a hole in the numbers, which the browser fills from
-the REST API by step range without reconnecting. "metrics" messages of a run are coalesced: those
-published within :data:`COALESCE_S` go as one message (points joined, ``first_seq``..``seq``,
-``first_step``..``step``), so the number of messages does not grow with the logging rate.
+the REST API by step range without reconnecting. "metrics" messages of a run are coalesced: a run's
+message goes at once when its last one is :data:`COALESCE_S` old, and those published sooner wait
+for that moment and go as one (points joined, ``first_seq``..``seq``, ``first_step``..``step``), so
+a run sends at most 1 / COALESCE_S messages a second whatever its logging rate. The messages due
+together (several runs of one process) are sent side by side, not one after another.
 
 With Redis (production) the sender thread runs its own event loop. With the in-memory layer
 (embedded mode) the layer's queues belong to the web server's event loop, and the worker is a thread
@@ -35,9 +37,10 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT_S = 1.0  # the longest one send may take before the message is dropped
+SEND_TIMEOUT_S = 1.0  # the longest one send may take before its messages are dropped
 QUEUE_SIZE = 1000  # messages waiting to be sent; more are dropped (a run publishes ~10 a second)
-COALESCE_S = 0.1  # a run's "metrics" messages within this long go as one: at most 10 a second per run
+COALESCE_S = 0.1  # a run's "metrics" messages go at most this often (10 a second), joined
+DRAIN_AT_ONCE = 200  # messages taken from the queue before the due ones are sent
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 
@@ -73,7 +76,8 @@ class _Sender:
         self.seq: dict[str, int] = {}  # group -> the last number given
         self.seq_lock = threading.Lock()
         self.pending: dict[str, dict[str, Any]] = {}  # group -> its coalesced "metrics" message (sender thread)
-        self.due = 0.0  # when the pending messages go
+        self.due: dict[str, float] = {}  # group -> when its pending message goes
+        self.last_sent: dict[str, float] = {}  # group -> when its last "metrics" message went
         self.sending = False  # a message is on its way (taken from the queue or pending, not yet sent)
         self.failing = False  # the last send failed: warn once per outage, not once per message
         self.thread = threading.Thread(target=self._run, name="live-publisher", daemon=True)
@@ -101,31 +105,38 @@ class _Sender:
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         while True:
-            wait = max(0.0, self.due - time.monotonic()) if self.pending else None
+            wait = max(0.0, min(self.due.values()) - time.monotonic()) if self.due else None
             try:
-                group, message = self.queue.get(timeout=wait)
+                item = self.queue.get(timeout=wait)
             except queue.Empty:
-                self._send_pending(loop)
-                continue
-            try:
-                if message["type"] == "run.metrics":
-                    self._coalesce(group, message)
-                else:
-                    self._send_pending(loop, group)  # the run's earlier points go first: order is kept
-                    self._deliver(loop, group, message)
-            finally:
-                self.queue.task_done()
-            if self.pending and time.monotonic() >= self.due:
-                self._send_pending(loop)
+                item = None
+            taken = 0
+            while item is not None:  # take the messages waiting (a burst goes out merged), not forever
+                group, message = item
+                taken += 1
+                try:
+                    if message["type"] == "run.metrics":
+                        self._coalesce(group, message)
+                    else:
+                        self._deliver(loop, [*self._take_pending([group]), (group, message)])  # earlier points first
+                finally:
+                    self.queue.task_done()
+                try:
+                    item = self.queue.get_nowait() if taken < DRAIN_AT_ONCE else None
+                except queue.Empty:
+                    item = None
+            now = time.monotonic()
+            self._deliver(loop, self._take_pending([group for group, due in self.due.items() if due <= now]))
 
     def _coalesce(self, group: str, message: dict[str, Any]) -> None:
+        """Hold a "metrics" message until its run's last one is COALESCE_S old (at once if it is),
+        joining those that come meanwhile."""
         points = message.get("points") or []
         held = self.pending.get(group)
         if held is None:
-            if not self.pending:
-                self.due = time.monotonic() + COALESCE_S
             first_step = min((p["step"] for p in points), default=message.get("step"))
             self.pending[group] = {**message, "points": list(points), "first_step": first_step}
+            self.due[group] = self.last_sent.get(group, -math.inf) + COALESCE_S
             return
         held["points"].extend(points)
         held["seq"] = message["seq"]
@@ -137,24 +148,33 @@ class _Sender:
             if key not in held:
                 held[key] = value
 
-    def _send_pending(self, loop: asyncio.AbstractEventLoop, group: str | None = None) -> None:
-        groups = [group] if group is not None else list(self.pending)
-        for name in groups:
-            self.sending = True  # before it leaves pending: flush() sees one or the other
-            message = self.pending.pop(name, None)
+    def _take_pending(self, groups: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        self.sending = True  # before they leave pending: flush() sees one or the other
+        taken = []
+        now = time.monotonic()
+        for group in groups:
+            message = self.pending.pop(group, None)
+            self.due.pop(group, None)
             if message is not None:
-                self._deliver(loop, name, message)
-            self.sending = False
+                taken.append((group, message))
+                self.last_sent[group] = now
+        if len(self.last_sent) > 4 * len(self.pending) + 100:  # forget runs that went quiet
+            self.last_sent = {g: t for g, t in self.last_sent.items() if now - t < COALESCE_S}
+        return taken
 
-    def _deliver(self, loop: asyncio.AbstractEventLoop, group: str, message: dict[str, Any]) -> None:
+    def _deliver(self, loop: asyncio.AbstractEventLoop, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Send messages to their groups at once (one round of the layer's requests, not one per message)."""
+        if not messages:
+            self.sending = False
+            return
         self.sending = True
         try:
-            sent = self._send(loop, group, message)
+            sent = self._send(loop, messages)
         except Exception:  # noqa: BLE001 - a live update is best effort; the database holds the truth
             sent = False
             if not self.failing:
                 log.warning("could not publish %s to %s; dropping live updates until the layer answers",
-                            message["type"], group, exc_info=True)
+                            messages[0][1]["type"], messages[0][0], exc_info=True)
         finally:
             self.sending = False
         if sent is False:
@@ -165,23 +185,36 @@ class _Sender:
                 log.info("live updates are delivered again")
             self.failing = False
 
-    def _send(self, loop: asyncio.AbstractEventLoop, group: str, message: dict[str, Any]) -> bool | None:
+    def _send(self, loop: asyncio.AbstractEventLoop, messages: list[tuple[str, dict[str, Any]]]) -> bool | None:
         """True: sent; None: nobody to tell (no layer, or no socket in this embedded process)."""
         layer = get_channel_layer()
         if layer is None:
             return None
+
+        async def send_all() -> None:  # a group's messages in order, the groups side by side
+            by_group: dict[str, list[dict[str, Any]]] = {}
+            for group, message in messages:
+                by_group.setdefault(group, []).append(message)
+
+            async def send_group(group: str, ordered: list[dict[str, Any]]) -> None:
+                for message in ordered:
+                    await layer.group_send(group, message)
+
+            await asyncio.gather(*(send_group(group, ordered) for group, ordered in by_group.items()))
+
         if isinstance(layer, InMemoryChannelLayer):
             server = _server_loop
             if server is None or server.is_closed():
                 return None
-            asyncio.run_coroutine_threadsafe(layer.group_send(group, message), server).result(timeout=SEND_TIMEOUT_S)
+            asyncio.run_coroutine_threadsafe(send_all(), server).result(timeout=SEND_TIMEOUT_S)
             return True
-        loop.run_until_complete(asyncio.wait_for(layer.group_send(group, message), timeout=SEND_TIMEOUT_S))
+        loop.run_until_complete(asyncio.wait_for(send_all(), timeout=SEND_TIMEOUT_S))
         return True
 
     def _drop_backlog(self) -> None:
-        """The layer did not take the last message: those queued behind it would wait for nothing."""
+        """The layer did not take the last messages: those queued behind them would wait for nothing."""
         self.pending.clear()
+        self.due.clear()
         while True:
             try:
                 self.queue.get_nowait()

@@ -189,6 +189,26 @@ class MetricPoint(models.Model):
         indexes = [models.Index(fields=["run", "name", "step"], include=["value"], name="metric_run_name_step")]
 
 
+class CurveBlock(models.Model):
+    """One curve's summary over a block of ``steps`` consecutive steps (``block * steps`` onwards):
+    how many points it holds and its lowest and highest point (value and step). Blocks of 16, 256,
+    4,096 and 65,536 steps are kept up to date as points are stored (``curves.store_points``), so a
+    curve is drawn from a few thousand blocks however many points it has."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="curve_blocks", db_index=False)
+    name = models.CharField(max_length=64)
+    steps = models.PositiveIntegerField()
+    block = models.PositiveIntegerField()
+    count = models.PositiveIntegerField()
+    low_step = models.PositiveIntegerField()
+    low_value = models.FloatField()
+    high_step = models.PositiveIntegerField()
+    high_value = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "name", "steps", "block"], name="curveblock_unique")]
+
+
 class ClassIoU(models.Model):
     """IoU of one class at one evaluation (``iou`` is null when the class is absent)."""
 

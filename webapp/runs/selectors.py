@@ -12,11 +12,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from django.core.cache import caches
 from django.db.models import Q, QuerySet
 
-from webapp.runs import inputs
+from webapp.runs import curves, inputs
 from webapp.runs.class_lists import config_palette
 from webapp.runs.errors import ApplicationError
 from webapp.runs.models import (
@@ -209,106 +208,18 @@ def metric_page(*, run: Run, since: int | None = None, end: int | None = None, n
 
 def metric_curves(*, run: Run, width: int, start: int | None = None, end: int | None = None,
                   names: list[str] | None = None) -> dict[str, Any]:
-    """``drawn_curves``; a finished run's are kept in the ``curves`` cache (its points no longer change:
-    the key holds its status, last step and finish time, which a resumed run changes)."""
+    """``curves.drawn_curves``; a finished run's are kept in the ``curves`` cache (its points no longer
+    change: the key holds its status, last step and finish time, which a resumed run changes)."""
     if not run.is_finished:
-        return drawn_curves(run=run, width=width, start=start, end=end, names=names)
+        return curves.drawn_curves(run_id=run.pk, width=width, start=start, end=end, names=names)
     key = "curves:" + hashlib.sha256(json.dumps(
         [run.pk, run.status, run.step, run.finished_at.isoformat() if run.finished_at else None,
          width, start, end, names]).encode()).hexdigest()
     found = caches["curves"].get(key)
     if found is None:
-        found = drawn_curves(run=run, width=width, start=start, end=end, names=names)
+        found = curves.drawn_curves(run_id=run.pk, width=width, start=start, end=end, names=names)
         caches["curves"].set(key, found)
     return found
-
-
-def drawn_curves(*, run: Run, width: int, start: int | None = None, end: int | None = None,
-                 names: list[str] | None = None) -> dict[str, Any]:
-    """Each curve as drawn on ``width`` pixels: the steps ``start..end`` cut into ``width`` equal
-    buckets, and of each bucket the point with the lowest and the one with the highest value (so every
-    spike shows). A curve with no more than ``2 * width`` points in the range comes whole
-    (``downsampled`` false); ``count`` is how many points it has there, all stored and pageable."""
-    wanted = names if names else metric_names(run=run)
-    curves = {name: curve_arrays(run_id=run.pk, name=name, lo=start, hi=end) for name in wanted}
-    curves = {name: arrays for name, arrays in curves.items() if len(arrays[0])}
-    series: dict[str, dict[str, Any]] = {}
-    if not curves:
-        return {"series": series, "last_step": None}
-    lo = min(int(steps[0]) for steps, _ in curves.values())  # the buckets span the points found
-    hi = max(int(steps[-1]) for steps, _ in curves.values())
-    for name, (steps, values) in curves.items():
-        count = len(steps)
-        if count > 2 * width:
-            keep = bucket_extremes(steps, values, lo=lo, hi=hi, width=width)
-            steps, values = steps[keep], values[keep]
-        series[name] = {"step": steps.tolist(), "value": values.tolist(), "count": count,
-                        "downsampled": len(steps) < count}
-    return {"series": series, "last_step": hi}
-
-
-def bucket_extremes(steps: np.ndarray, values: np.ndarray, *, lo: int, hi: int, width: int) -> np.ndarray:
-    """Indices (in step order) of each bucket's lowest and highest value; ``lo..hi`` cut in ``width``."""
-    buckets = ((steps.astype(np.int64) - lo) * width) // (hi - lo + 1)
-    order = np.lexsort((values, buckets))  # by bucket, then value
-    ordered = buckets[order]
-    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    lasts = np.r_[firsts[1:] - 1, len(order) - 1]
-    return np.unique(np.concatenate([order[firsts], order[lasts]]))
-
-
-# One curve as two byte strings (PostgreSQL): each step as 4 and each value as 8 big-endian bytes,
-# read straight into numpy arrays (no Python object per point). The index (run, name, step) with the
-# value serves it alone.
-_CURVE_SQL = """
-SELECT string_agg(int4send(step), ''::bytea), string_agg(float8send(value), ''::bytea)
-FROM runs_metricpoint WHERE run_id = %s AND name = %s AND step >= %s AND step <= %s
-"""
-MAX_STEP = 2**31 - 1  # the step column's largest value (PostgreSQL integer)
-
-
-def curve_arrays(*, run_id: int, name: str, lo: int | None = None, hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One curve's steps and values in ``lo..hi`` (None: no bound), in step order, as numpy arrays."""
-    from django.db import connection
-
-    lo = 0 if lo is None else lo
-    hi = MAX_STEP if hi is None else min(hi, MAX_STEP)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_CURVE_SQL, [run_id, name, lo, hi])
-            raw_steps, raw_values = cursor.fetchone()
-        steps = np.frombuffer(raw_steps or b"", dtype=">i4").astype(np.int64)
-        values = np.frombuffer(raw_values or b"", dtype=">f8").astype(np.float64)
-    else:
-        rows = list(MetricPoint.objects.filter(run_id=run_id, name=name, step__gte=lo, step__lte=hi)
-                    .values_list("step", "value"))
-        steps = np.array([r[0] for r in rows], dtype=np.int64)
-        values = np.array([r[1] for r in rows], dtype=np.float64)
-    if len(steps) > 1 and np.any(steps[1:] < steps[:-1]):  # the aggregate kept no order: put it back
-        order = np.argsort(steps, kind="stable")
-        steps, values = steps[order], values[order]
-    return steps, values
-
-
-_NAMES_SQL = """
-WITH RECURSIVE found(name) AS (
-    SELECT (SELECT name FROM runs_metricpoint WHERE run_id = %s ORDER BY name LIMIT 1)
-    UNION ALL
-    SELECT (SELECT m.name FROM runs_metricpoint m WHERE m.run_id = %s AND m.name > found.name ORDER BY m.name LIMIT 1)
-    FROM found WHERE found.name IS NOT NULL
-)
-SELECT name FROM found WHERE name IS NOT NULL
-"""
-
-
-def metric_names(*, run: Run) -> list[str]:
-    """The names of the run's curves: one probe of the (run, name, step) index per name (a loose
-    index scan), not a pass over every point."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(_NAMES_SQL, [run.pk, run.pk])
-        return [row[0] for row in cursor.fetchall()]
 
 
 def _clean(value: float | None) -> float | None:
@@ -483,7 +394,7 @@ def compare_data(*, user, run_ids: list[int], names: list[str], width: int, star
                 "final_miou": run.final_miou,
                 "metrics": metric_curves(run=run, width=width, names=names, start=start, end=end)["series"]
                 if names else {},
-                "metric_names": metric_names(run=run),
+                "metric_names": curves.metric_names(run.pk),
                 "class_iou_step": last,
                 "same_classes": same_classes,
                 "class_iou": [table[last].get(c["index"]) for c in classes] if last is not None and same_classes else None,

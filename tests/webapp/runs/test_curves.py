@@ -12,8 +12,8 @@ import pytest
 from django.db import connection
 
 from tests.webapp.runs.conftest import launch
-from webapp.runs import selectors
-from webapp.runs.models import MetricPoint, Run
+from webapp.runs import curves, selectors
+from webapp.runs.models import CurveBlock, MetricPoint, Run
 
 pytestmark = pytest.mark.django_db
 
@@ -21,9 +21,7 @@ LONG = selectors.METRIC_PAGE_LIMIT + 12_345  # longer than one page
 
 
 def store_curve(run: Run, name: str, values: np.ndarray, first_step: int = 1) -> None:
-    MetricPoint.objects.bulk_create(
-        [MetricPoint(run=run, step=first_step + i, name=name, value=float(v)) for i, v in enumerate(values)],
-        batch_size=5000)
+    curves.store_points(run.pk, [(first_step + i, name, float(v)) for i, v in enumerate(values)])
 
 
 def test_a_curve_longer_than_a_page_arrives_whole_through_its_pages(api, alice):
@@ -72,11 +70,14 @@ def test_a_curve_drawn_to_a_width_keeps_each_buckets_min_and_max(api, alice):
     assert len(loss["step"]) <= 2 * width and loss["step"] == sorted(loss["step"])
     served = dict(zip(loss["step"], loss["value"], strict=True))
     steps = np.arange(1, LONG + 1)
-    buckets = ((steps - 1) * width) // LONG  # the same buckets over the range's steps
-    for bucket in range(width):
-        inside = buckets == bucket
-        low, high = steps[inside][np.argmin(values[inside])], steps[inside][np.argmax(values[inside])]
-        assert served[int(low)] == pytest.approx(values[low - 1]) and served[int(high)] == pytest.approx(values[high - 1])
+    buckets = steps // loss["bucket_steps"]  # buckets of whole steps from step 0, at most `width` of them
+    assert len(np.unique(buckets)) <= width
+    expected = {}
+    for bucket in np.unique(buckets):
+        inside = steps[buckets == bucket]
+        for step in (inside[np.argmin(values[inside - 1])], inside[np.argmax(values[inside - 1])]):
+            expected[int(step)] = float(values[step - 1])
+    assert served == expected  # each bucket's lowest and highest point, nothing else
     assert all(int(s) + 1 in served for s in spikes)
     assert len(answer.content) < 60_000
 
@@ -85,6 +86,13 @@ def test_a_curve_drawn_to_a_width_keeps_each_buckets_min_and_max(api, alice):
                                                       "names": "loss/source"}).json()
     assert zoom["series"]["loss/source"]["step"] == list(range(5000, 5201)), zoom["series"]["loss/source"]["count"]
     assert not zoom["downsampled"]
+    # Zoomed into a range narrower than a block a pixel: drawn from the points themselves, same rule.
+    zoom = api.get(f"/api/runs/{run.pk}/metrics/", {"width": width, "start": 5000, "end": 7000,
+                                                      "names": "loss/source"}).json()["series"]["loss/source"]
+    assert zoom["downsampled"] and zoom["bucket_steps"] < curves.BLOCK_STEPS[0] and zoom["count"] == 2001
+    inside = np.arange(5000, 7001)
+    assert dict(zip(zoom["step"], zoom["value"], strict=True)) == brute_force(inside, values[inside - 1],
+                                                                               zoom["bucket_steps"])
 
 
 def test_json_answers_are_gzipped_and_pages_are_not(api, client, alice):
@@ -154,3 +162,55 @@ def test_a_finished_runs_curves_come_from_the_cache_until_the_run_changes(api, a
     store_curve(run, "loss/source", np.full(1, 12.0), first_step=12)
     Run.objects.filter(pk=run.pk).update(status="succeeded", step=8, finished_at=timezone.now())
     assert drawn() == [*range(10), 99.0, 12.0]
+
+
+def brute_force(steps: np.ndarray, values: np.ndarray, bucket: int) -> dict[int, float]:
+    """Each bucket's lowest and highest point, ties to the first step for the low and the last for the high."""
+    kept = {}
+    for k in np.unique(steps // bucket):
+        inside = np.flatnonzero(steps // bucket == k)
+        low = min(inside, key=lambda i: (values[i], steps[i]))
+        high = max(inside, key=lambda i: (values[i], steps[i]))
+        kept[int(steps[low])] = float(values[low])
+        kept[int(steps[high])] = float(values[high])
+    return kept
+
+
+def test_curves_drawn_from_blocks_equal_the_extremes_of_every_point(alice):
+    """Points stored in ragged batches (with repeats, which keep the first value), sparse steps, tied
+    values and zoom ranges that cut blocks: the drawn curve is exactly each bucket's extremes."""
+    run = launch(alice)
+    rng = np.random.default_rng(7)
+    steps = np.unique(rng.integers(0, 300_000, size=40_000))
+    values = np.round(rng.normal(size=len(steps)), 1)  # rounded: many ties
+    points = [(int(s), "loss", float(v)) for s, v in zip(steps, values, strict=True)]
+    order = rng.permutation(len(points))
+    cuts = np.sort(rng.choice(len(points), size=60, replace=False))
+    for batch in np.split(order, cuts):
+        batch = [points[i] for i in batch]
+        assert curves.store_points(run.pk, batch + [(s, n, 99.0) for s, n, _ in batch[:3]]) == len(batch)
+    assert curves.store_points(run.pk, points[:10]) == 0  # stored already: kept, not counted again
+
+    for start, end, width in [(None, None, 800), (1234, 250_001, 500), (70_000, 71_000, 40), (0, 5, 3), (0, 40, 3),
+                              (65_535, 131_072, 1000), (299_000, None, 2)]:
+        series = curves.drawn_curves(run_id=run.pk, width=width, start=start, end=end)["series"]
+        inside = (steps >= (start or 0)) & (steps <= (end if end is not None else steps.max()))
+        if not inside.any():
+            assert series == {}
+            continue
+        drawn = series["loss"]
+        assert drawn["count"] == inside.sum()
+        got = dict(zip(drawn["step"], drawn["value"], strict=True))
+        if not drawn["downsampled"]:
+            assert got == dict(zip(steps[inside].tolist(), values[inside].tolist(), strict=True))
+            continue
+        assert got == brute_force(steps[inside], values[inside], drawn["bucket_steps"])
+        assert len(np.unique(steps[inside] // drawn["bucket_steps"])) <= width
+
+    # The blocks kept up batch by batch are the blocks computed from every point at once.
+    def blocks() -> list[tuple]:
+        return sorted(CurveBlock.objects.filter(run=run).values_list("name", "steps", "block", "count", "low_step",
+                                                                    "low_value", "high_step", "high_value"))
+    kept = blocks()
+    assert curves.rebuild_blocks(run.pk) == len(kept)
+    assert blocks() == kept

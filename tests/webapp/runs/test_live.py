@@ -122,3 +122,37 @@ def test_messages_are_numbered_and_coalesced_per_run():
     points = [p["step"] for m in messages[:-1] for p in m["points"]]
     assert points == list(range(1, 401))
     assert all(m["first_step"] == m["points"][0]["step"] and m["step"] == m["points"][-1]["step"] for m in messages[:-1])
+
+
+def test_a_runs_message_goes_at_once_and_the_next_waits_for_the_interval(monkeypatch):
+    """Coalescing throttles, it does not delay: a run quiet for COALESCE_S gets its message sent at
+    once; what it publishes sooner after waits until COALESCE_S after that message and goes joined."""
+    monkeypatch.setattr(live, "COALESCE_S", 2.0)  # long enough to tell apart on a loaded machine
+
+    def publish(step: int) -> None:
+        live.publish(9004, "metrics", {"step": step, "points": [{"step": step, "name": "loss", "value": 1.0}]})
+
+    async def scenario() -> list[tuple[float, list[int]]]:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(live.group_name(9004), channel)
+        started = time.monotonic()
+        arrivals = []
+
+        async def receive() -> None:
+            message = await asyncio.wait_for(layer.receive(channel), timeout=10)
+            arrivals.append((time.monotonic() - started, [p["step"] for p in message["points"]]))
+
+        try:
+            publish(1)
+            await receive()
+            publish(2)
+            publish(3)
+            await receive()
+        finally:
+            await layer.group_discard(live.group_name(9004), channel)
+        return arrivals
+
+    (first_at, first), (second_at, second) = asyncio.run(scenario())
+    assert first == [1] and first_at < 1.0  # not held for the interval
+    assert second == [2, 3] and second_at >= 1.9  # joined, sent one interval after the first

@@ -13,21 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from django.db import transaction
 
-from webapp.runs import live
-from webapp.runs.models import Checkpoint, CheckpointKind, ClassIoU, MetricPoint, PredictionSample, Run, SampleRole
+from webapp.runs import curves, live
+from webapp.runs.models import Checkpoint, CheckpointKind, ClassIoU, PredictionSample, Run, SampleRole
 from webapp.runs.services.claims import check_held, held_run
-from webapp.runs.services.worker import run_progress
+from webapp.runs.services.worker import progress_store
 
 if TYPE_CHECKING:  # the web process does not import the engine (torch) to serve pages
     from duda_engine import callbacks as engine
     from duda_engine.data.classes import ClassSpec
-
-
-def _store_points(run_id: int, points: list[tuple[int, str, float]]) -> int:
-    rows = [MetricPoint(run_id=run_id, step=step, name=name[:64], value=float(value)) for step, name, value in points
-            if value is not None and np.isfinite(value)]
-    MetricPoint.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
-    return len(rows)
 
 
 def _points_message(points: list[tuple[int, str, float]]) -> list[dict[str, Any]]:
@@ -53,9 +46,9 @@ def metrics_record(*, run_id: int, token: str, points: list[tuple[int, str, floa
     with ``progress`` the run's step and speed; after commit, one "metrics" message with them."""
     with transaction.atomic():
         held_run(run_id=run_id, token=token)
-        count = _store_points(run_id, points)
+        count = curves.store_points(run_id, points)
         if progress is not None:
-            run_progress(run_id=run_id, token=token, step=progress.step, seconds_per_step=progress.seconds_per_step)
+            progress_store(run_id=run_id, step=progress.step, seconds_per_step=progress.seconds_per_step)
         if points:
             message = {"step": max(p[0] for p in points), "points": _points_message(points),
                        "progress": progress.as_message() if progress is not None else None}
@@ -76,7 +69,7 @@ def evaluation_record(*, run_id: int, token: str, step: int, miou: float, per_cl
         run = held_run(run_id=run_id, token=token)
         ClassIoU.objects.bulk_create(rows, ignore_conflicts=True)
         points = [(step, "eval/miou", miou), (step, "eval/pixel_accuracy", pixel_accuracy)]
-        _store_points(run_id, points)
+        curves.store_points(run_id, points)
         if np.isfinite(miou) and (run.best_miou is None or miou > run.best_miou):
             run.best_miou = float(miou)
             run.save(update_fields=["best_miou", "updated_at"])

@@ -64,12 +64,17 @@ def run_heartbeat(*, run_id: int, token: str) -> HeartbeatState:
 
 
 def run_progress(*, run_id: int, token: str, step: int, seconds_per_step: float | None) -> None:
+    with transaction.atomic():
+        held_run(run_id=run_id, token=token)
+        progress_store(run_id=run_id, step=step, seconds_per_step=seconds_per_step)
+
+
+def progress_store(*, run_id: int, step: int, seconds_per_step: float | None) -> None:
+    """The run's step and speed; the caller holds the run (``held_run``) in its transaction."""
     changes: dict[str, Any] = {"step": step}
     if seconds_per_step is not None:
         changes["seconds_per_step"] = seconds_per_step
-    with transaction.atomic():
-        held_run(run_id=run_id, token=token)
-        Run.objects.filter(pk=run_id, total_steps__gte=step).update(**changes)
+    Run.objects.filter(pk=run_id, total_steps__gte=step).update(**changes)
 
 
 def run_finish(*, run_id: int, token: str, steps: int, final_miou: float | None, best_miou: float | None,
