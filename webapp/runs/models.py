@@ -92,11 +92,12 @@ class Run(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["owner", "-created_at"], name="run_owner_created"),
             models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat"),
-            # The runs list: newest first (staff see all), and its filters with the same order.
+            # The runs list: newest first (an owner's, staff see all), and its filters in the same order;
+            # ending with the id, they give a page's ids from the index alone (``selectors.run_page``).
+            models.Index(fields=["owner", "-created_at", "-id"], name="run_owner_created"),
             models.Index(fields=["-created_at", "-id"], name="run_created"),
-            models.Index(fields=["owner", "status", "-created_at"], name="run_owner_status_created"),
+            models.Index(fields=["owner", "status", "-created_at", "-id"], name="run_owner_status_created"),
             models.Index(fields=["method", "-created_at"], name="run_method_created"),
             models.Index(fields=["target_dataset", "-created_at"], name="run_target_created"),
             # Auto baselines: the newest succeeded source-only run of an owner per target, student and classes.

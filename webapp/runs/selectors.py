@@ -81,6 +81,15 @@ def run_list(*, user, status: str = "", method: str = "", query: str = "", targe
     return runs
 
 
+def run_page(runs: QuerySet[Run], *, offset: int, limit: int) -> list[Run]:
+    """One page of ``runs`` in their order: the page's ids first, from the runs table alone (an index
+    walk past ``offset``), then those rows with their joins, so a deep page does not join every run
+    it skips."""
+    ids = list(runs.values_list("pk", flat=True)[offset:offset + limit])
+    found = {run.pk: run for run in runs.filter(pk__in=ids)}
+    return [found[run_id] for run_id in ids if run_id in found]
+
+
 def run_search(query: str) -> Q:
     """What the runs' search box matches: "#4" is run 4 only; other text matches a part of the name,
     the source or target dataset or the benchmark (any case), and digits also the id ("4" finds run 4

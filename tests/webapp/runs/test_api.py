@@ -123,7 +123,11 @@ def test_list_filters_and_detail(api, alice):
     assert [r["id"] for r in api.get("/api/runs/?method=self_training").json()["results"]] == [queued.pk]
     assert [r["id"] for r in api.get("/api/runs/?q=waiting").json()["results"]] == [queued.pk]
     assert [r["id"] for r in api.get(f"/api/runs/?q={done.pk}").json()["results"]] == [done.pk]
-    assert api.get("/api/runs/?limit=1").json()["next"]
+    first = api.get("/api/runs/?limit=1").json()
+    assert first["next"] and first["count"] == 2 and [r["id"] for r in first["results"]] == [queued.pk]
+    second = api.get("/api/runs/?limit=1&offset=1").json()
+    assert [r["id"] for r in second["results"]] == [done.pk] and second["next"] is None and second["previous"]
+    assert api.get("/api/runs/?offset=5").json()["results"] == []
     detail = api.get(f"/api/runs/{done.pk}/").json()
     assert detail["best_miou"] == 8.0 and detail["progress"] == 1.0 and detail["baseline"] is None
     assert detail["config"]["model"]["student"] == "mit_b0" and detail["worker_host"] == "test@host"

@@ -137,6 +137,11 @@ def test_the_queries_run_on_their_indexes(alice):
     text = plan(sql, list(params))
     assert "run_owner_status_created" in text
 
+    # A page of the list: its ids from the index alone, however deep the offset; then those rows.
+    everyone = selectors.run_list(user=alice)
+    sql, params = everyone.values_list("pk", flat=True)[9000:9100].query.sql_with_params()
+    assert "Index Only Scan using run_owner_created" in plan(sql, list(params))
+
 
 def test_a_finished_runs_curves_come_from_the_cache_until_the_run_changes(api, alice):
     from django.core.cache import caches
