@@ -182,7 +182,9 @@ class MetricSeriesOutput(serializers.Serializer):
     step = serializers.ListField(child=serializers.IntegerField())
     value = serializers.ListField(child=serializers.FloatField())
     downsampled = serializers.BooleanField(help_text="true: min and max of each pixel's bucket, not every point")
-    count = serializers.IntegerField(required=False, help_text="points stored in the range (downsampled answers)")
+    count = serializers.IntegerField(required=False, help_text="points stored in the range (answers with width)")
+    bucket_steps = serializers.IntegerField(required=False,
+                                            help_text="steps per bucket (buckets from step 0) when downsampled")
 
 
 class MetricsOutput(serializers.Serializer):
