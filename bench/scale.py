@@ -138,16 +138,15 @@ def seed(args) -> dict:
 
     started = time.monotonic()
     written = 0
-    with connection.cursor() as cursor:
-        with cursor.copy("COPY runs_metricpoint (run_id, step, name, value) FROM STDIN") as copy:
-            for run_id in big:
-                for row in curve_rows(run_id, args.big_points):
-                    copy.write_row(row)
-                    written += 1
-            for run_id in range(args.big_runs + args.live_runs + 1, args.runs + 1):
-                for row in curve_rows(run_id, per_small):
-                    copy.write_row(row)
-                    written += 1
+    with connection.cursor() as cursor, cursor.copy("COPY runs_metricpoint (run_id, step, name, value) FROM STDIN") as copy:
+        for run_id in big:
+            for row in curve_rows(run_id, args.big_points):
+                copy.write_row(row)
+                written += 1
+        for run_id in range(args.big_runs + args.live_runs + 1, args.runs + 1):
+            for row in curve_rows(run_id, per_small):
+                copy.write_row(row)
+                written += 1
     points_seconds = time.monotonic() - started
     started = time.monotonic()
     for run_id in [*big, *range(args.big_runs + args.live_runs + 1, args.runs + 1)]:
