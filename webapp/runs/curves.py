@@ -64,16 +64,20 @@ def blocks_of(run_id: int, name: str, steps: np.ndarray, values: np.ndarray) -> 
         return []
     rows = []
     for size in BLOCK_STEPS:
-        blocks = steps // size
-        order = np.lexsort((steps, values, blocks))  # by block, then value, then step
-        ordered = blocks[order]
-        firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        lasts = np.r_[firsts[1:] - 1, len(order) - 1]
-        counts = lasts - firsts + 1
-        lows, highs = order[firsts], order[lasts]
+        blocks, lows, highs, counts = group_extremes(steps // size, steps, values)
         rows += [(run_id, name, size, int(b), int(c), int(steps[lo]), float(values[lo]), int(steps[hi]), float(values[hi]))
-                 for b, c, lo, hi in zip(ordered[firsts], counts, lows, highs, strict=True)]
+                 for b, c, lo, hi in zip(blocks, counts, lows, highs, strict=True)]
     return rows
+
+
+def group_extremes(groups: np.ndarray, steps: np.ndarray, values: np.ndarray):
+    """Per group (in group order): the group, the index of its lowest and of its highest point (by
+    value, then step) and how many points it has."""
+    order = np.lexsort((steps, values, groups))  # by group, then value, then step
+    ordered = groups[order]
+    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    lasts = np.r_[firsts[1:] - 1, len(order) - 1]
+    return ordered[firsts], order[firsts], order[lasts], lasts - firsts + 1
 
 
 _FOLD_SQL = """
@@ -162,12 +166,8 @@ def drawn_curves(*, run_id: int, width: int, start: int | None = None, end: int 
 def bucket_extremes(steps: np.ndarray, values: np.ndarray, *, bucket: int) -> np.ndarray:
     """Indices (in step order, no repeats) of the lowest and highest point of each bucket of ``bucket``
     steps (``step // bucket``); ``steps`` ascending, ties broken by step as the blocks do."""
-    buckets = steps // bucket
-    order = np.lexsort((steps, values, buckets))  # by bucket, then value, then step
-    ordered = buckets[order]
-    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    lasts = np.r_[firsts[1:] - 1, len(order) - 1]
-    keep = np.unique(np.concatenate([order[firsts], order[lasts]]))
+    _, lows, highs, _ = group_extremes(steps // bucket, steps, values)
+    keep = np.unique(np.concatenate([lows, highs]))
     return keep[np.r_[True, steps[keep][1:] != steps[keep][:-1]]]  # one point per step
 
 

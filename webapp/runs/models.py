@@ -176,9 +176,9 @@ class Run(models.Model):
 class MetricPoint(models.Model):
     """One value of one named metric at one step (losses, learning rate, target mIoU...)."""
 
-    # No index of its own on ``run``: the unique (run, step, name) index with the value serves every
-    # lookup by run and the pages by step (``since``) from the index alone, in order; (run, name, step)
-    # with the value serves one curve's range the same way.
+    # No index of its own on ``run``: the unique (run, step, name) index serves every lookup by run,
+    # and the pages by step (``since``); (run, name, step) with the value serves one curve's range from
+    # the index alone.
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_points", db_index=False)
     step = models.PositiveIntegerField()
     name = models.CharField(max_length=64)
@@ -186,8 +186,7 @@ class MetricPoint(models.Model):
 
     class Meta:
         ordering = ["step", "name"]
-        constraints = [models.UniqueConstraint(fields=["run", "step", "name"], include=["value"],
-                                               name="metric_unique_run_step_name")]
+        constraints = [models.UniqueConstraint(fields=["run", "step", "name"], name="metric_unique_run_step_name")]
         indexes = [models.Index(fields=["run", "name", "step"], include=["value"], name="metric_run_name_step")]
 
 

@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 
-from webapp.runs import inputs, launch_schema, selectors
+from webapp.runs import curves, inputs, launch_schema, selectors
 from webapp.runs.models import Checkpoint, Export, ExportFile, Run, RunEvent
 
 
@@ -201,13 +201,15 @@ class MetricsOutput(serializers.Serializer):
     series = serializers.DictField(child=MetricSeriesOutput(), help_text="name -> {step: [...], value: [...]}")
 
 
+MAX_STEP = curves.MAX_STEP  # a step is stored as a PostgreSQL integer
 MAX_CURVE_WIDTH = 8000  # pixels; a 4K screen's width with room to spare
 
 
 class MetricsQuery(serializers.Serializer):
-    since = AsciiIntegerField(required=False, min_value=-1, help_text="only points with step > since (pages)")
-    start = AsciiIntegerField(required=False, min_value=0, help_text="only points with step >= start")
-    end = AsciiIntegerField(required=False, min_value=0, help_text="only points with step <= end")
+    since = AsciiIntegerField(required=False, min_value=-1, max_value=MAX_STEP,
+                              help_text="only points with step > since (pages)")
+    start = AsciiIntegerField(required=False, min_value=0, max_value=MAX_STEP, help_text="only points with step >= start")
+    end = AsciiIntegerField(required=False, min_value=0, max_value=MAX_STEP, help_text="only points with step <= end")
     names = serializers.CharField(required=False, allow_blank=True, max_length=4000)
     width = AsciiIntegerField(required=False, min_value=1, max_value=MAX_CURVE_WIDTH,
                               help_text="downsample each curve to this many pixels (min and max per pixel)")
