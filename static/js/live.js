@@ -58,12 +58,17 @@ export class RunSocket {
   }
 
   // A message numbered past the one expected: fetch the steps between the last point we hold and
-  // this message's first (open-ended when the message carries no points).
+  // this message's first (open-ended when the message carries no points). A publisher's first message
+  // on this socket may be numbered anywhere if the socket opened while it was publishing (the backfill
+  // covers what came before); but a publisher that starts while the socket is already receiving (a
+  // resumed run's new worker) numbers from 1, so a later first number is a loss too. (A rare message
+  // of a process that published for the run earlier, such as a cancel, costs one needless fetch.)
   checkSequence(message) {
     if (typeof message.seq !== "number" || !message.epoch) return;
     const first = typeof message.first_seq === "number" ? message.first_seq : message.seq;
-    const last = this.lastSeq.get(message.epoch);
-    this.lastSeq.set(message.epoch, Math.max(last ?? 0, message.seq));
+    const known = this.lastSeq.get(message.epoch);
+    const last = known ?? (this.lastSeq.size > 0 ? 0 : undefined);
+    this.lastSeq.set(message.epoch, Math.max(known ?? 0, message.seq));
     if (last === undefined || first <= last + 1) return;
     const start = Math.max(0, this.store.lastStep);
     const end = typeof message.first_step === "number" ? message.first_step : null;

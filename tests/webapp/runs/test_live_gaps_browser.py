@@ -40,6 +40,8 @@ def test_a_dropped_message_is_detected_and_filled_without_reconnecting(server, d
     url = server
     metrics_frames: list[dict] = []
     dropped: list[dict] = []
+    new_epoch: list[str] = []  # a second publisher's numbering (a resumed run's new worker)
+    dropped_new: list[dict] = []
 
     def route(ws):
         to_server = ws.connect_to_server()
@@ -50,8 +52,9 @@ def test_a_dropped_message_is_detected_and_filled_without_reconnecting(server, d
             data = json.loads(message)
             if data.get("type") == "metrics":
                 metrics_frames.append(data)
-                if len(metrics_frames) == 4:  # the network loses this one
-                    dropped.append(data)
+                first_of_new = data["epoch"] in new_epoch and not dropped_new
+                if len(metrics_frames) == 4 or first_of_new:  # the network loses these
+                    (dropped_new if first_of_new else dropped).append(data)
                     return
             ws.send(message)
 
@@ -93,6 +96,19 @@ def test_a_dropped_message_is_detected_and_filled_without_reconnecting(server, d
         zoomed = [parse_qs(urlparse(u).query) for u in requests if "width=" in u and "start=" in u]
         page.dblclick("#loss-chart .u-over")
         page.wait_for_function("() => window.__duda.lossChart.zoom === null && window.__duda.lossChart.pointCount === 12")
+
+        # A new publisher (a resumed run's worker: its own epoch, numbering from 1) whose first message
+        # is lost: the socket, already receiving, expects that numbering to start at 1.
+        requests_before = list(requests)
+        live._sender = None
+        new_epoch[:] = [live._the_sender().epoch]
+        for step in range(13, 17):
+            records.metrics_record(run_id=run.pk, token=claim.token, points=[(step, n, step + i / 10) for i, n in enumerate(NAMES)])
+            page.wait_for_timeout(int(live.COALESCE_S * 1000) + 150)
+        live.flush()
+        page.wait_for_function("() => window.__duda.store.count('loss/source') === 16 && window.__duda.socket.gaps.every((g) => g.filled)",
+                               timeout=15000)
+        resumed = page.evaluate("() => ({connects: window.__duda.socket.connects, gaps: window.__duda.socket.gaps})")
         connections.close_all()  # inside Playwright's greenlet the ORM opened a connection of its own
 
     assert len(dropped) == 1 and len(metrics_frames) >= 5
@@ -102,9 +118,14 @@ def test_a_dropped_message_is_detected_and_filled_without_reconnecting(server, d
     gap = socket["gaps"][0]
     assert (gap["from_seq"], gap["to_seq"]) == (lost["first_seq"], lost["seq"])
     assert steps == [list(range(1, 13))] * 2  # nothing missing
-    fills = [parse_qs(urlparse(u).query) for u in requests if "start=" in u and "width=" not in u]
+    fills = [parse_qs(urlparse(u).query) for u in requests_before if "start=" in u and "width=" not in u]
     assert len(fills) == 1
     start, end = int(fills[0]["start"][0]), int(fills[0]["end"][0])
     assert start <= lost["first_step"] and lost["step"] <= end <= lost["step"] + 1  # the hole, no more
     assert 1 < zoom["min"] < zoom["max"] < 12
     assert [(int(q["start"][0]), int(q["end"][0])) for q in zoomed] == [(zoom["min"], zoom["max"])]
+    assert len(dropped_new) == 1 and dropped_new[0]["first_seq"] == 1
+    assert resumed["connects"] == 1 and len(resumed["gaps"]) == 2
+    assert (resumed["gaps"][1]["from_seq"], resumed["gaps"][1]["to_seq"]) == (1, dropped_new[0]["seq"])
+    fills = [parse_qs(urlparse(u).query) for u in requests[len(requests_before):] if "start=" in u and "width=" not in u]
+    assert [(int(q["start"][0]), int(q["end"][0])) for q in fills] == [(12, dropped_new[0]["step"] + 1)]
