@@ -31,6 +31,7 @@ from webapp.runs.api.serializers import (
     TokenOutput,
 )
 from webapp.runs.errors import ApplicationError
+from webapp.runs.models import ExportFileKind
 from webapp.runs.services import exports, launch, lifecycle
 
 
@@ -277,13 +278,14 @@ class RunExportApi(APIView):
 
 
 class ExportFileDownloadApi(APIView):
-    """Streams an exported file (float / int8 ONNX, model card): Content-Length, ETag = sha256, Range."""
+    """Streams an exported file (float / int8 ONNX, torch.export program, model card): Content-Length,
+    ETag = sha256, Range."""
 
     renderer_classes = [JSONRenderer, BinaryRenderer]
 
     @extend_schema(
         operation_id="runs_export_file_download",
-        parameters=[OpenApiParameter("kind", str, OpenApiParameter.PATH, enum=["float", "int8", "card_md", "card_json"])],
+        parameters=[OpenApiParameter("kind", str, OpenApiParameter.PATH, enum=ExportFileKind.values)],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
                    (206, "application/octet-stream"): OpenApiTypes.BINARY,
                    304: OpenApiResponse(description="not modified (If-None-Match)"),
