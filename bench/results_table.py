@@ -241,8 +241,9 @@ def class_means(runs: list[Run]) -> dict[str, float]:
 
 def markdown(rows: list[dict], columns: list[str], baseline: str | None, argv: list[str], notes: list[str],
              labels: list[str] | None = None) -> str:
-    """The table; ``labels`` name the columns in its head (default: the columns themselves)."""
+    """The table; ``labels`` name the columns in both tables (default: the columns themselves)."""
     heads = labels or columns
+    label = dict(zip(columns, heads, strict=True))
     lines = [f"Command: `python bench/results_table.py {' '.join(argv)}`", "",
              "Target mIoU, mean ± std over seeds (n); below it the difference from "
              f"{baseline or 'the baseline'} (seeds ahead of it / common seeds; ** = larger than both spreads) "
@@ -272,7 +273,7 @@ def markdown(rows: list[dict], columns: list[str], baseline: str | None, argv: l
             best = ", ".join(f"{n} {v:.1f}" for n, v in entry["best_classes"].items())
             worst = ", ".join(f"{n} {v:.1f}" for n, v in entry["worst_classes"].items())
             zero = len(entry["classes_at_zero"])
-            lines.append(f"| {row['benchmark']} | {column} | {seeds} | {best} | {worst} | {zero} |")
+            lines.append(f"| {row['benchmark']} | {label[column]} | {seeds} | {best} | {worst} | {zero} |")
     if notes:
         lines += ["", "Left out:", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
