@@ -29,6 +29,14 @@ METHODS: dict[str, str] = {  # name -> "module:class", in the order the web form
 }
 
 
+class Stateful(Protocol):
+    """A network, optimiser or schedule: anything a checkpoint saves and restores."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> object: ...
+
+
 class Method(Protocol):
     """What the training loop asks of a method: built from ``(config, classes, device)``."""
 
@@ -40,11 +48,18 @@ class Method(Protocol):
         """One iteration: forward, backward and optimiser steps; returns the losses to log (detached)."""
         ...
 
-    def state_dict(self) -> dict:
-        """Networks, optimisers and schedules: what a checkpoint holds to continue exactly."""
+    def checkpoint_parts(self) -> dict[str, Stateful | None]:
+        """Networks, optimisers and schedules by name: what a checkpoint holds to continue exactly
+        (None: a part this run does not have)."""
         ...
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def state_dict(self) -> dict:
+        return {name: part.state_dict() for name, part in self.checkpoint_parts().items() if part is not None}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, part in self.checkpoint_parts().items():
+            if part is not None:
+                part.load_state_dict(state[name])
 
     def prepare(self, data: TrainingData, output_dir: Path, wait: bool = False,
                 status: Callable[[str], None] = lambda _: None) -> None:

@@ -40,7 +40,7 @@ from duda_engine.config import ConfigError, ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.data.pipeline import TrainingData
 from duda_engine.distributed import average_gradients
-from duda_engine.methods import Method
+from duda_engine.methods import Method, Stateful
 from duda_engine.methods.augment import mix
 from duda_engine.methods.common import (
     Batch,
@@ -307,33 +307,16 @@ class Duda(Method):
         on_source = self.probabilities(distil["source"], stored["source"], temperature)
         return fuse([mix(mask, s, t) for s, t in zip(on_source, on_target, strict=True)], self.duda.fusion)
 
-    def state_dict(self) -> dict:
-        state = {
-            "student": self.student.state_dict(),
-            "auxiliary": self.auxiliary.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "auxiliary_optimizer": self.auxiliary_optimizer.state_dict(),
-            "auxiliary_scheduler": self.auxiliary_scheduler.state_dict(),
-            "inconsistency": self.inconsistency.state_dict(),
+    def checkpoint_parts(self) -> dict[str, Stateful | None]:
+        return {
+            "student": self.student,
+            "auxiliary": self.auxiliary,
+            "ema": self.ema,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "auxiliary_optimizer": self.auxiliary_optimizer,
+            "auxiliary_scheduler": self.auxiliary_scheduler,
+            "inconsistency": self.inconsistency,
+            "student_ema": self.student_ema,
+            "auxiliary_imagenet": self.auxiliary_imagenet,
         }
-        if self.student_ema is not None:
-            state["student_ema"] = self.student_ema.state_dict()
-        if self.auxiliary_imagenet is not None:
-            state["auxiliary_imagenet"] = self.auxiliary_imagenet.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        self.student.load_state_dict(state["student"])
-        self.auxiliary.load_state_dict(state["auxiliary"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.auxiliary_optimizer.load_state_dict(state["auxiliary_optimizer"])
-        self.auxiliary_scheduler.load_state_dict(state["auxiliary_scheduler"])
-        self.inconsistency.load_state_dict(state["inconsistency"])
-        if self.student_ema is not None:
-            self.student_ema.load_state_dict(state["student_ema"])
-        if self.auxiliary_imagenet is not None:
-            self.auxiliary_imagenet.load_state_dict(state["auxiliary_imagenet"])

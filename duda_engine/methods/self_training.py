@@ -14,7 +14,7 @@ from torch import nn
 from duda_engine.config import ExperimentConfig, SelfTrainingConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.distributed import average_gradients
-from duda_engine.methods import Method
+from duda_engine.methods import Method, Stateful
 from duda_engine.methods.augment import block_mask, classmix_masks, mix, strong_augment
 from duda_engine.methods.common import (
     Batch,
@@ -75,24 +75,14 @@ class SelfTraining(Method):
         losses["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
         return losses
 
-    def state_dict(self) -> dict:
-        state = {
-            "student": self.student.state_dict(),
-            "teacher": self.teacher.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+    def checkpoint_parts(self) -> dict[str, Stateful | None]:
+        return {
+            "student": self.student,
+            "teacher": self.teacher,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "imagenet": self.imagenet,
         }
-        if self.imagenet is not None:
-            state["imagenet"] = self.imagenet.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        self.student.load_state_dict(state["student"])
-        self.teacher.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.imagenet is not None:
-            self.imagenet.load_state_dict(state["imagenet"])
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 from duda_engine.config import ExperimentConfig
 from duda_engine.data.classes import ClassSpec
 from duda_engine.distributed import average_gradients
-from duda_engine.methods import Method
+from duda_engine.methods import Method, Stateful
 from duda_engine.methods.common import Batch, autocast, make_optimizer, prepare_networks
 from duda_engine.methods.losses import cross_entropy
 from duda_engine.models import build_segmentor
@@ -40,17 +40,8 @@ class SourceOnly(Method):
         self.scheduler.step()
         return {"loss/source": loss.detach(), "lr": torch.tensor(self.scheduler.get_last_lr()[0])}
 
-    def state_dict(self) -> dict:
-        return {
-            "student": self.student.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.student.load_state_dict(state["student"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+    def checkpoint_parts(self) -> dict[str, Stateful | None]:
+        return {"student": self.student, "optimizer": self.optimizer, "scheduler": self.scheduler}
 
 
 class Oracle(SourceOnly):
