@@ -5,11 +5,12 @@
         --baseline self_training:mit_b0 --report experiments/random_weights/table_1600
 
 For each benchmark and column: mean ± std of the target mIoU over the seeds found, the difference
-from the baseline column (paired by seed: on how many common seeds the column is ahead, and whether
-the difference of means is larger than both columns' standard deviations), and the share of the
-source-only → oracle gap its mean closes (``--bounds``). The mIoU is recomputed from each run's
-per-class IoU over the classes the benchmark's config scores (``eval.class_subset``), so reports
-written before a config changed its subset count the same classes as the newer ones.
+from the baseline column, or from the column ``--versus`` names for it (paired by seed: on how many
+common seeds the column is ahead, and whether the difference of means is larger than both columns'
+standard deviations), and the share of the source-only → oracle gap its mean closes (``--bounds``).
+The mIoU is recomputed from each run's per-class IoU over the classes the benchmark's config scores
+(``eval.class_subset``), so reports written before a config changed its subset count the same classes
+as the newer ones.
 
 A column is a run as toy_runs names it: SPEC, then ``+KEY=VALUE`` for each extra override
 (``duda:mit_b1:mit_b0+duda.kd_weight=0``); ``@teacher`` after it is the score of those runs' EMA
@@ -203,7 +204,10 @@ def compare(cell: Cell, baseline: Cell) -> dict:
     return {"difference": difference, "ahead": ahead, "paired": len(common), "beyond_spread": beyond}
 
 
-def build_table(runs: list[Run], columns: list[str], baseline: str | None, bounds: tuple[str, str] | None) -> list[dict]:
+def build_table(runs: list[Run], columns: list[str], baseline: str | None, bounds: tuple[str, str] | None,
+                versus: dict[str, str] | None = None) -> list[dict]:
+    """``versus`` compares a column with another one instead of the baseline (the bounds with none)."""
+    reference = {column: baseline for column in columns if column not in (bounds or ())} | (versus or {})
     grouped: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         grouped.setdefault((run.benchmark, run.column), []).append(run)
@@ -214,8 +218,9 @@ def build_table(runs: list[Run], columns: list[str], baseline: str | None, bound
         row: dict = {"benchmark": benchmark, "cells": {}}
         for column, cell in cells.items():
             entry = {"seeds": list(cell.values), "values": list(cell.values.values()), "mean": cell.mean, "std": cell.std}
-            if baseline in cells and column != baseline and column not in (bounds or ()):
-                entry["against_baseline"] = compare(cell, cells[baseline])
+            other = reference.get(column)
+            if other in cells and other != column:
+                entry["against"] = {"column": other} | compare(cell, cells[other])
             if bounds and bounds[0] in cells and bounds[1] in cells:
                 low, high = cells[bounds[0]].mean, cells[bounds[1]].mean
                 entry["gap_closed"] = (cell.mean - low) / (high - low) if high != low else None
@@ -246,8 +251,8 @@ def markdown(rows: list[dict], columns: list[str], baseline: str | None, argv: l
     label = dict(zip(columns, heads, strict=True))
     lines = [f"Command: `python bench/results_table.py {' '.join(argv)}`", "",
              "Target mIoU, mean ± std over seeds (n); below it the difference from "
-             f"{baseline or 'the baseline'} (seeds ahead of it / common seeds; ** = larger than both spreads) "
-             "and the share of the source-only → oracle gap closed.", "",
+             f"{label.get(baseline, 'the baseline')} or the column named (seeds ahead of it / common seeds; "
+             "** = larger than both spreads) and the share of the source-only → oracle gap closed.", "",
              "| benchmark | " + " | ".join(heads) + " |", "|---|" + "---|" * len(columns)]
     for row in rows:
         cells = []
@@ -257,10 +262,12 @@ def markdown(rows: list[dict], columns: list[str], baseline: str | None, argv: l
                 cells.append("not measured")
                 continue
             text = f"{entry['mean']:.2f} ± {entry['std']:.2f} ({len(entry['seeds'])})"
-            versus = entry.get("against_baseline")
+            versus = entry.get("against")
             if versus:
                 mark = "**" if versus["beyond_spread"] else ""
                 text += f"<br>{mark}{versus['difference']:+.2f}{mark} ({versus['ahead']}/{versus['paired']})"
+                if versus["column"] != baseline:
+                    text += f" vs {label[versus['column']]}"
             if entry.get("gap_closed") is not None:
                 text += f"<br>gap {100 * entry['gap_closed']:.0f} %"
             cells.append(text)
@@ -286,6 +293,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--columns", nargs="+", required=True, help="SPEC[+KEY=VALUE...] in table order")
     parser.add_argument("--labels", nargs="+", help="names for the columns in the table's head, one per column")
     parser.add_argument("--baseline", help="the column every other is compared with")
+    parser.add_argument("--versus", nargs=2, action="append", default=[], metavar=("COLUMN", "OTHER"),
+                        help="compare COLUMN with OTHER instead of the baseline; repeatable")
     parser.add_argument("--bounds", nargs=2, metavar=("LOWER", "UPPER"), help="columns of the gap (source-only, oracle)")
     parser.add_argument("--benchmarks", nargs="+", help="only these benchmarks (default: every one in the reports)")
     parser.add_argument("--since", help="keep runs of --code-sensitive methods trained on this commit or later only")
@@ -302,10 +311,13 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"error: --labels names {len(args.labels)} columns, --columns has {len(args.columns)}")
     if args.baseline and args.baseline not in args.columns:
         raise SystemExit(f"error: --baseline {args.baseline} is not one of --columns")
+    unknown = [c for pair in args.versus for c in pair if c not in args.columns]
+    if unknown:
+        raise SystemExit(f"error: --versus names {', '.join(unknown)}, not one of --columns")
     runs, notes = load_runs(args.reports, args.iterations, args.since, set(args.code_sensitive), Commits(REPO), same)
     if args.benchmarks:
         runs = [run for run in runs if run.benchmark in args.benchmarks]
-    rows = build_table(runs, args.columns, args.baseline, tuple(args.bounds) if args.bounds else None)
+    rows = build_table(runs, args.columns, args.baseline, tuple(args.bounds) if args.bounds else None, dict(args.versus))
     text = markdown(rows, args.columns, args.baseline, argv, notes, args.labels)
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

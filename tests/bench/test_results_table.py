@@ -57,15 +57,37 @@ def test_the_table_gives_means_paired_differences_and_the_gap_closed(tmp_path):
     self_training, distilled = row["cells"]["self_training:mit_b0"], row["cells"][duda]
     assert self_training["values"] == [14.0, 15.0, 16.0] and self_training["mean"] == 15.0 and self_training["std"] == 1.0
     assert distilled["values"] == [19.0, 18.0, 17.0]
-    assert distilled["against_baseline"] == {"difference": 3.0, "ahead": 3, "paired": 3, "beyond_spread": True}
+    assert distilled["against"] == {"column": "self_training:mit_b0", "difference": 3.0, "ahead": 3, "paired": 3, "beyond_spread": True}
     assert distilled["gap_closed"] == pytest.approx((18 - 10) / (30 - 10))
-    assert "against_baseline" not in row["cells"]["oracle:mit_b0"]  # the bounds are not compared
+    assert "against" not in row["cells"]["oracle:mit_b0"]  # the bounds are not compared
     assert list(distilled["best_classes"])[0] == "road" and distilled["best_classes"]["road"] == 36.0
     assert distilled["classes_at_zero"] == [] and len(distilled["worst_classes"]) == 2
     table = (tmp_path / "table_0.64.md").read_text()
     assert "| 18.00 ± 1.00 (3)<br>**+3.00** (3/3)<br>gap 40 % |" in table
     assert "| benchmark | SO | ST | DUDA no KD | oracle |" in table
     assert "| toy_gta2real | ST | 14.00 (s0) / 15.00 (s1) / 16.00 (s2) |" in table  # the label names the run
+
+
+def test_versus_compares_a_column_with_another_than_the_baseline(tmp_path):
+    runs = [record("toy_gta2real", "oracle:mit_b0", s, flat(20 + s)) for s in (0, 1, 2)]
+    runs += [record("toy_gta2real", "oracle:mit_b1", s, flat(24 - s)) for s in (0, 1, 2)]
+    runs += [record("toy_gta2real", "self_training:mit_b0", s, flat(15)) for s in (0, 1, 2)]
+    report = write_report(tmp_path / "grid.json", runs)
+    done = subprocess.run([sys.executable, "bench/results_table.py", str(report), "--iterations", "400",
+                           "--columns", "self_training:mit_b0", "oracle:mit_b0", "oracle:mit_b1",
+                           "--labels", "ST", "oracle B0", "oracle B1", "--baseline", "self_training:mit_b0",
+                           "--versus", "oracle:mit_b1", "oracle:mit_b0", "--report", str(tmp_path / "table")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cells = json.loads((tmp_path / "table.json").read_text())["rows"][0]["cells"]
+    assert cells["oracle:mit_b1"]["against"] == {"column": "oracle:mit_b0", "difference": 2.0, "ahead": 2, "paired": 3,
+                                                 "beyond_spread": True}
+    assert cells["oracle:mit_b0"]["against"]["column"] == "self_training:mit_b0"  # the others: the baseline
+    assert "| 24.00 ± 1.00 (3)<br>**+2.00** (2/3) vs oracle B0 |" in (tmp_path / "table.md").read_text()
+    wrong = subprocess.run([sys.executable, "bench/results_table.py", str(report), "--iterations", "400",
+                            "--columns", "oracle:mit_b0", "--versus", "oracle:mit_b0", "oracle:mit_b9"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode != 0 and "--versus names oracle:mit_b9, not one of --columns" in wrong.stderr
 
 
 def test_a_difference_inside_the_spread_is_not_marked():
@@ -151,7 +173,7 @@ def test_a_teacher_column_scores_the_runs_ema_teachers(tmp_path):
     assert done.returncode == 0, done.stderr
     cells = json.loads((tmp_path / "table.json").read_text())["rows"][0]["cells"]
     assert cells[teacher]["values"] == [21.0, 23.0] and cells[teacher]["mean"] == 22.0
-    assert cells[teacher]["against_baseline"] == {"difference": 7.5, "ahead": 2, "paired": 2, "beyond_spread": True}
+    assert cells[teacher]["against"] == {"column": "self_training:mit_b0", "difference": 7.5, "ahead": 2, "paired": 2, "beyond_spread": True}
     assert "self_training:mit_b0@teacher" not in cells  # its teachers were not scored
     assert "| 22.00 ± 1.41 (2)<br>**+7.50** (2/2) |" in (tmp_path / "table.md").read_text()
 
