@@ -25,7 +25,14 @@ from duda_engine.data.dataset_check import (
 from duda_engine.data.decoding import image_size
 from duda_engine.data.layouts import find_samples
 from duda_engine.data.samples import DatasetError
-from duda_engine.models import IMAGENET, PretrainedWeightsError, UnknownPresetError, get_preset, imagenet_weights_file
+from duda_engine.models import (
+    IMAGENET,
+    PretrainedWeightsError,
+    UnknownPresetError,
+    get_preset,
+    imagenet_weights_file,
+    weights_file_problem,
+)
 
 
 def class_spec(config: ExperimentConfig) -> ClassSpec:
@@ -65,6 +72,9 @@ def _check_weights(field: str, path: str) -> None:
     if path == IMAGENET:  # a weights source the engine provides by name (checked above), not a file
         return
     _check_file(field, path, "weights file")
+    problem = weights_file_problem(Path(path).expanduser()) if path else None
+    if problem:
+        raise ConfigError(field, f"{path} {problem}")
 
 
 def _image_size_of(config_name: str, config: ExperimentConfig) -> tuple[int, int]:

@@ -5,6 +5,7 @@ Public API::
     build_segmentor(name, num_classes, pretrained="") -> Segmentor   (pretrained: a path, "imagenet" or "")
     preset_names() -> list[str];  get_preset(name) -> Preset  (UnknownPresetError for a wrong name)
     load_pretrained_encoder(encoder, path)                    (PretrainedWeightsError for a bad file)
+    weights_file_problem(path) -> str | None                  (a file that cannot be weights, from its first bytes)
     imagenet_weights(preset) -> ImagenetWeights | None;  imagenet_weights_file(preset) -> Path
                                     (PretrainedWeightsError: no package for the preset, or not installed)
     count_parameters(module) -> int
@@ -32,7 +33,13 @@ from duda_engine.models.presets import (
     preset_names,
 )
 from duda_engine.models.segmentor import Segmentor, build_segmentor, create_encoder
-from duda_engine.models.weights import LoadReport, PretrainedWeightsError, count_parameters, load_pretrained_encoder
+from duda_engine.models.weights import (
+    LoadReport,
+    PretrainedWeightsError,
+    count_parameters,
+    load_pretrained_encoder,
+    weights_file_problem,
+)
 
 __all__ = [
     "IMAGENET",
@@ -59,6 +66,7 @@ __all__ = [
     "get_preset",
     "imagenet_weights",
     "imagenet_weights_file",
+    "weights_file_problem",
     "load_imagenet_encoder",
     "load_pretrained_encoder",
     "preset_names",

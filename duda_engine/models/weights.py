@@ -52,6 +52,19 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def weights_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a weights file, judged from its first bytes (None: it may be one). A zip
+    archive (``torch.save`` since PyTorch 1.6), a pickle (its older format) and a safetensors file (an
+    8-byte header length, then a JSON object) pass; whether the tensors fit is checked when loading."""
+    with path.open("rb") as stream:
+        head = stream.read(9)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return None
+    return "is not a weights file (neither torch.save's format nor safetensors)"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file, unwrapped from ``"state_dict"``/``"model"`` and with prefixes stripped."""
     file = Path(path)
@@ -59,6 +72,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise PretrainedWeightsError("no pretrained weights file given")
     if not file.is_file():
         raise PretrainedWeightsError(f"pretrained weights file not found: {file}")
+    problem = weights_file_problem(file)
+    if problem:
+        raise PretrainedWeightsError(f"could not read pretrained weights file {file}: it {problem}")
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -228,6 +228,32 @@ def test_validation_accepts_imagenet_as_the_weights_source_of_presets_that_have_
     validate_config(config)  # not "weights file imagenet does not exist"
 
 
+def test_validation_refuses_a_file_that_is_not_weights_and_names_the_field(tmp_path):
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ConfigError) as caught:
+        validate_config(_config(student="lite0", student_pretrained=str(text)))
+    assert caught.value.field == "model.student_pretrained"
+    assert str(caught.value).endswith(f"{text} is not a weights file (neither torch.save's format nor safetensors)")
+
+
+def test_every_weights_format_passes_the_first_bytes_check(tmp_path):
+    from safetensors.torch import save_file
+
+    from duda_engine.models import weights_file_problem
+
+    state = {"conv.weight": torch.zeros(2, 3)}
+    torch.save(state, tmp_path / "zip.pth")
+    torch.save(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    save_file(state, str(tmp_path / "w.safetensors"))
+    for name in ("zip.pth", "legacy.pth", "w.safetensors"):
+        assert weights_file_problem(tmp_path / name) is None, name
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "header.safetensors").write_bytes((10**9).to_bytes(8, "little") + b"{}")  # header longer than the file
+    for name in ("empty.pth", "header.safetensors"):
+        assert weights_file_problem(tmp_path / name) is not None, name
+
+
 # ---------------------------------------------------------------------------------------------------------
 # normalisation: one per preset, applied by the model, so predict and exported files get it too
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.webapp.runs.conftest import TOY
 from webapp.runs import catalog
@@ -106,7 +107,7 @@ def test_duda_with_imagenet_names_every_preset_without_weights(api):
 def test_an_override_of_the_pretrained_weights_wins(api, settings, tmp_path):
     settings.WEIGHTS_DIR = tmp_path / "weights"
     settings.WEIGHTS_DIR.mkdir()
-    (settings.WEIGHTS_DIR / "my_lite0.pth").write_bytes(b"weights")
+    torch.save({"conv_stem.weight": torch.zeros(1)}, settings.WEIGHTS_DIR / "my_lite0.pth")  # checked at launch: its format
     lite0 = {**TOY, "student": "lite0", "weights": "auto"}
     chosen = api.post("/api/runs/", {**lite0, "overrides": {"model.student_pretrained": "my_lite0.pth"}}, format="json")
     assert pretrained(chosen) == (str(settings.WEIGHTS_DIR.resolve() / "my_lite0.pth"), "")

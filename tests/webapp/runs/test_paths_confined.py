@@ -5,6 +5,7 @@ points at, except the weights fields, which take a weights source the catalogue 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from duda_engine.config import config_leaves, path_fields
 from tests.webapp.runs.conftest import TOY, launch, simulate_results
@@ -39,7 +40,7 @@ def bobs_student(bob):
 def weights_dir(settings, tmp_path, bobs_student):
     folder = tmp_path / "weights"
     folder.mkdir()
-    (folder / "segformer_b0_imagenet.pth").write_bytes(b"weights")
+    torch.save({"patch_embed1.proj.weight": torch.zeros(1)}, folder / "segformer_b0_imagenet.pth")
     (folder / "escape.pth").symlink_to(bobs_student)
     settings.WEIGHTS_DIR = folder
     return folder
