@@ -69,10 +69,10 @@ def _check_file(field: str, path: str, what: str) -> None:
 
 
 def _check_weights(field: str, path: str) -> None:
-    if path == IMAGENET:  # a weights source the engine provides by name (checked above), not a file
+    if path in ("", IMAGENET):  # none, or a weights source the engine provides by name (checked above)
         return
     _check_file(field, path, "weights file")
-    problem = weights_file_problem(Path(path).expanduser()) if path else None
+    problem = weights_file_problem(Path(path).expanduser())
     if problem:
         raise ConfigError(field, f"{path} {problem}")
 

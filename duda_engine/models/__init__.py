@@ -66,8 +66,8 @@ __all__ = [
     "get_preset",
     "imagenet_weights",
     "imagenet_weights_file",
-    "weights_file_problem",
     "load_imagenet_encoder",
     "load_pretrained_encoder",
     "preset_names",
+    "weights_file_problem",
 ]
